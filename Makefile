@@ -1,0 +1,50 @@
+# mlwaf: the two commands that matter are `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV      ?= .venv
+PYTHON    ?= python3
+BIN       := $(VENV)/bin
+SCENARIOS ?= default trixie
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: help host-deps venv demo demo-destroy test lint unit molecule clean-cache
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+host-deps: ## Install the host packages the test hosts need (Debian, root)
+	@scripts/install-host-deps.sh
+
+$(BIN)/molecule: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/molecule ## Create the project virtualenv with the pinned tooling
+
+demo: host-deps venv ## Bring up the appliance on a throwaway local Debian 12 host and show it blocking attacks
+	molecule converge -s default
+	molecule side-effect -s default
+	@scripts/demo-report.sh default
+
+demo-destroy: venv ## Tear the demo host down
+	molecule destroy -s default
+
+test: host-deps venv lint unit molecule ## Everything: lint, unit tests, Molecule on Debian 12 and 13
+
+lint: venv ## yamllint, ansible-lint (production profile), ruff
+	yamllint --strict .
+	ansible-lint --profile production
+	ruff check .
+	ruff format --check .
+
+unit: venv ## Unit tests
+	pytest
+
+molecule: host-deps venv ## Molecule scenarios (Debian 12 docroot mode, Debian 13 proxy mode)
+	@set -e; for s in $(SCENARIOS); do molecule test -s $$s; done
+
+clean-cache: ## Drop the cached Debian root filesystems and packages
+	rm -rf "$${MLWAF_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/mlwaf}"

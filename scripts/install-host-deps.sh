@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what the local test hosts need on a Debian controller: debootstrap
+# and systemd-nspawn to make and boot them, an SSH client to reach them.
+set -euo pipefail
+packages=(debootstrap systemd-container openssh-client iproute2)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+((${#missing[@]} == 0)) && exit 0
+if [[ $EUID -ne 0 ]]; then
+  echo "install-host-deps: need root to install ${missing[*]} (the test hosts need root anyway)" >&2
+  exit 1
+fi
+echo "install-host-deps: installing ${missing[*]}"
+DEBIAN_FRONTEND=noninteractive apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
