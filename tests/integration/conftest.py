@@ -58,7 +58,7 @@ class Client:
         return answer
 
 
-@pytest.fixture()
+@pytest.fixture
 def client(host) -> Client:
     return Client(host)
 
