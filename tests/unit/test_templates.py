@@ -1,0 +1,138 @@
+"""What the modsecurity and apache templates generate from the role variables."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from conftest import ROLES_DIR, run_playbook
+
+MODSEC_TEMPLATES = [
+    "etc/modsecurity/modsecurity.conf",
+    "etc/modsecurity/crs/crs-setup.conf",
+    "etc/modsecurity/crs/REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf",
+    "etc/modsecurity/crs/RESPONSE-999-EXCLUSION-RULES-AFTER-CRS.conf",
+    "etc/apache2/mods-available/security2.conf",
+]
+APACHE_TEMPLATES = ["etc/apache2/sites-available/mlwaf.conf", "etc/apache2/conf-available/mlwaf-hardening.conf"]
+
+
+def render(tmp_path: Path, role: str, templates: list[str], overrides: dict) -> dict[str, str]:
+    overrides_file = tmp_path / "overrides.json"
+    overrides_file.write_text(json.dumps(overrides))
+    out = tmp_path / "out"
+    out.mkdir()
+    extra = {
+        "mlwaf_roles_dir": str(ROLES_DIR),
+        "mlwaf_test_role": role,
+        "mlwaf_test_overrides": str(overrides_file),
+        "mlwaf_test_output": str(out),
+        "mlwaf_test_templates": templates,
+    }
+    result = run_playbook("render.yml", extra)
+    assert result.returncode == 0, result.stdout[-3000:]
+    return {p.name: p.read_text() for p in out.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def modsec_defaults(tmp_path_factory) -> dict[str, str]:
+    crs = {"__modsecurity_crs_version": {"stdout": "3.3.4-1+deb12u3"}}
+    return render(tmp_path_factory.mktemp("defaults"), "modsecurity", MODSEC_TEMPLATES, crs)
+
+
+def test_defaults_set_engine_and_limits(modsec_defaults: dict[str, str]) -> None:
+    conf = modsec_defaults["modsecurity.conf"]
+    assert re.search(r"^SecRuleEngine On$", conf, re.M)
+    assert re.search(r"^SecAuditLogFormat JSON$", conf, re.M)
+    assert re.search(r"^SecAuditLog /var/log/apache2/modsec_audit.log$", conf, re.M)
+    assert re.search(r"^SecPcreMatchLimit 100000$", conf, re.M)
+    assert re.search(r"^SecDataDir /var/cache/modsecurity$", conf, re.M)
+
+
+def test_defaults_crs_setup(modsec_defaults: dict[str, str]) -> None:
+    setup = modsec_defaults["crs-setup.conf"]
+    assert "setvar:tx.paranoia_level=1" in setup
+    assert "setvar:tx.executing_paranoia_level=1" in setup
+    assert "setvar:tx.crs_setup_version=334" in setup
+    assert "|text/plain|" in setup
+    restricted = re.search(r"tx\.restricted_headers=([^']*)'", setup)
+    assert restricted
+    assert restricted.group(1) == "/content-encoding/ /proxy/ /lock-token/ /content-range/ /if/"
+    assert "accept-charset" not in setup
+    assert "900130" not in setup  # no application exclusions by default
+
+
+def test_crs_can_be_turned_off(tmp_path: Path) -> None:
+    overrides = {"__modsecurity_crs_version": {"stdout": "3.3.7-1"}, "modsecurity_crs_enabled": False}
+    loader = render(tmp_path, "modsecurity", ["etc/apache2/mods-available/security2.conf"], overrides)["security2.conf"]
+    assert "modsecurity-crs" not in loader
+    assert "Include /etc/modsecurity/modsecurity.conf" in loader
+
+
+def test_exclusions_and_levels(tmp_path: Path) -> None:
+    overrides = {
+        "__modsecurity_crs_version": {"stdout": "3.3.7-1"},
+        "modsecurity_engine_mode": "DetectionOnly",
+        "modsecurity_crs_paranoia_level": 2,
+        "modsecurity_crs_executing_paranoia_level": 3,
+        "modsecurity_crs_application_exclusions": ["wordpress", "nextcloud"],
+        "modsecurity_crs_rule_exclusions": [
+            {"id": 942100, "target": "ARGS:q", "path": "/search", "reason": "product search"},
+            {"id": 920350},
+            {"id": 932100, "path": "/api/"},
+            {"id": 941100, "target": "REQUEST_COOKIES:/^_ga/"},
+        ],
+    }
+    files = render(tmp_path, "modsecurity", MODSEC_TEMPLATES, overrides)
+    assert re.search(r"^SecRuleEngine DetectionOnly$", files["modsecurity.conf"], re.M)
+    setup = files["crs-setup.conf"]
+    assert "setvar:tx.paranoia_level=2" in setup
+    assert "setvar:tx.executing_paranoia_level=3" in setup
+    assert "setvar:tx.crs_setup_version=337" in setup
+    assert "setvar:tx.crs_exclusions_wordpress=1,setvar:tx.crs_exclusions_nextcloud=1" in setup
+    before = files["REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf"]
+    assert "# product search" in before
+    assert 'SecRule REQUEST_FILENAME "@beginsWith /search"' in before
+    assert '"id:10000,' in before
+    assert "ctl:ruleRemoveTargetById=942100;ARGS:q" in before
+    assert '"id:10001,' in before
+    assert "ctl:ruleRemoveById=932100" in before
+    after = files["RESPONSE-999-EXCLUSION-RULES-AFTER-CRS.conf"]
+    assert re.search(r"^SecRuleRemoveById 920350$", after, re.M)
+    assert 'SecRuleUpdateTargetById 941100 "!REQUEST_COOKIES:/^_ga/"' in after
+    assert "942100" not in after
+
+
+def test_executing_level_never_below_paranoia_level(tmp_path: Path) -> None:
+    overrides = {"__modsecurity_crs_version": {"stdout": "3.3.4-1"}, "modsecurity_crs_paranoia_level": 3}
+    setup = render(tmp_path, "modsecurity", ["etc/modsecurity/crs/crs-setup.conf"], overrides)["crs-setup.conf"]
+    assert "setvar:tx.executing_paranoia_level=3" in setup
+
+
+def test_apache_docroot_mode(tmp_path: Path) -> None:
+    files = render(tmp_path, "apache", APACHE_TEMPLATES, {"apache_docroot": "/srv/site"})
+    site = files["mlwaf.conf"]
+    assert site.count("DocumentRoot /srv/site") == 2  # HTTP and HTTPS vhosts
+    assert "ProxyPass" not in site
+    assert "ServerName waf.example.test" in site
+    hardening = files["mlwaf-hardening.conf"]
+    assert "ServerTokens Prod" in hardening
+    assert '%D" waf_combined' in hardening
+    assert 'Header always set X-Content-Type-Options "nosniff"' in hardening
+
+
+def test_apache_proxy_mode_with_redirect(tmp_path: Path) -> None:
+    overrides = {
+        "apache_mode": "proxy",
+        "apache_backend_url": "http://10.0.0.5:8080",
+        "apache_http_redirect_to_https": True,
+        "apache_https_port": 8443,
+    }
+    site = render(tmp_path, "apache", APACHE_TEMPLATES, overrides)["mlwaf.conf"]
+    assert 'ProxyPass "/" "http://10.0.0.5:8080/"' in site
+    assert 'ProxyPass "/server-status" "!"' in site
+    assert "DocumentRoot" not in site
+    assert 'Redirect permanent "/" "https://waf.example.test:8443/"' in site
+    assert site.count('ProxyPass "/"') == 1  # only the HTTPS vhost proxies
