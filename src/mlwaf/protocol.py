@@ -1,0 +1,173 @@
+"""Version 1 of the analyzer's socket protocol.
+
+One request, one reply, one connection: the client (the ModSecurity Lua
+bridge, `ml_waf_analyzer.sh`, or anything else) writes one JSON object on one
+line, terminated by a newline, and reads one JSON line back.
+
+Request (fields other than ``v`` are optional; unknown fields are ignored)::
+
+    {"v": 1, "id": "<ModSecurity UNIQUE_ID>", "method": "POST",
+     "path": "/login.php",            # decoded path, no query string
+     "query": "a=b",                  # raw query string
+     "args": [["query", "q", "..."], ["body", "user", "..."]],  # as ModSecurity decoded them
+     "headers": {"user-agent": "...", "content-type": "..."},  # selected headers
+     "content_length": 48, "header_count": 9, "protocol": "HTTP/1.1",
+     "client_ip": "203.0.113.7", "ts": 1700000000.25}
+
+Reply::
+
+    {"v": 1, "id": "...", "verdict": "allow" | "block" | "log",
+     "scores": {"<model>": 0.013, ...},
+     "reasons": [{"model": "attack", "family": "sqli", "source": "body", "name": "user", "score": 0.98}],
+     "ms": 0.21}
+
+A message the analyzer cannot read gets ``{"v": 1, "verdict": "allow",
+"error": "<why>"}``: traffic is never blocked because of a broken message,
+and the error is visible to the caller.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from mlwaf.request import Arg, Limits, Request
+
+VERSION = 1
+VERDICTS = ("allow", "block", "log")
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+class ProtocolError(ValueError):
+    """A message that is not a valid version-1 request."""
+
+
+@dataclass
+class Reason:
+    model: str
+    family: str
+    score: float
+    source: str = ""
+    name: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "family": self.family,
+            "source": self.source,
+            "name": self.name,
+            "score": round(self.score, 4),
+        }
+
+
+@dataclass
+class Reply:
+    verdict: str
+    id: str = ""
+    scores: dict[str, float] = field(default_factory=dict)
+    reasons: list[Reason] = field(default_factory=list)
+    ms: float = 0.0
+    error: str = ""
+
+    def encode(self) -> bytes:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"unknown verdict {self.verdict!r}")
+        message: dict[str, object] = {
+            "v": VERSION,
+            "id": self.id,
+            "verdict": self.verdict,
+            "scores": {name: round(score, 4) for name, score in self.scores.items()},
+            "reasons": [reason.as_dict() for reason in self.reasons],
+            "ms": round(self.ms, 3),
+        }
+        if self.error:
+            message["error"] = self.error
+        return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace") + b"\n"
+
+
+def error_reply(reason: str, request_id: str = "") -> Reply:
+    """The safe answer to a message the analyzer cannot use: let the request pass, say why."""
+    return Reply(verdict="allow", id=request_id, error=reason)
+
+
+def _string(message: dict, key: str, default: str = "") -> str:
+    value = message.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ProtocolError(f"{key} must be a string")
+    return value
+
+
+def _number(message: dict, key: str) -> float | None:
+    value = message.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolError(f"{key} must be a number")
+    return float(value)
+
+
+def _args(raw: object, limits: Limits, anomalies: list[str]) -> list[Arg]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ProtocolError("args must be a list of [source, name, value]")
+    if len(raw) > limits.max_args:
+        raw = raw[: limits.max_args]
+        anomalies.append("args_truncated")
+    args = []
+    truncated = False
+    for item in raw:
+        if not (isinstance(item, list) and len(item) == 3 and all(isinstance(x, str) for x in item)):
+            raise ProtocolError("each arg must be [source, name, value], all strings")
+        value = item[2]
+        if len(value) > limits.max_value_chars:
+            value, truncated = value[: limits.max_value_chars], True
+        args.append(Arg(item[0], item[1], value))
+    if truncated:
+        anomalies.append("value_truncated")
+    return args
+
+
+def parse_request(line: bytes, limits: Limits | None = None) -> Request:
+    """A request from one protocol line; raises ProtocolError with a readable reason."""
+    limits = limits or Limits()
+    if len(line) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"message larger than {MAX_MESSAGE_BYTES} bytes")
+    try:
+        message = json.loads(line.decode("utf-8", "replace"))
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("message must be a JSON object")
+    if message.get("v") != VERSION:
+        raise ProtocolError(f"unsupported protocol version {message.get('v')!r} (this analyzer speaks {VERSION})")
+    headers = message.get("headers") or {}
+    if not isinstance(headers, dict):
+        raise ProtocolError("headers must be an object")
+    anomalies: list[str] = []
+    content_length = _number(message, "content_length")
+    header_count = _number(message, "header_count")
+    return Request(
+        method=_string(message, "method", "GET").upper(),
+        path=_string(message, "path", "/"),
+        query=_string(message, "query"),
+        args=_args(message.get("args"), limits, anomalies),
+        headers={str(k).lower(): str(v) for k, v in headers.items()},
+        content_length=int(content_length or 0),
+        header_count=int(header_count if header_count is not None else len(headers)),
+        protocol=_string(message, "protocol", "HTTP/1.1"),
+        client_ip=_string(message, "client_ip"),
+        ts=_number(message, "ts"),
+        anomalies=anomalies,
+    )
+
+
+def request_id(line: bytes) -> str:
+    """Best-effort id of a message that failed to parse, for the error reply."""
+    try:
+        value = json.loads(line.decode("utf-8", "replace")).get("id", "")
+    except (ValueError, AttributeError, RecursionError):
+        return ""
+    return value if isinstance(value, str) else ""
