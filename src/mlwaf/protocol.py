@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from mlwaf.request import Arg, Limits, Request
+from mlwaf.request import Arg, Limits, Request, cap_args
 
 VERSION = 1
 VERDICTS = ("allow", "block", "log")
@@ -113,21 +113,11 @@ def _args(raw: object, limits: Limits, anomalies: list[str]) -> list[Arg]:
         return []
     if not isinstance(raw, list):
         raise ProtocolError("args must be a list of [source, name, value]")
-    if len(raw) > limits.max_args:
-        raw = raw[: limits.max_args]
-        anomalies.append("args_truncated")
-    args = []
-    truncated = False
+    raw = raw[: limits.max_args + 1]  # one more than allowed, so that cap_args records the cut
     for item in raw:
         if not (isinstance(item, list) and len(item) == 3 and all(isinstance(x, str) for x in item)):
             raise ProtocolError("each arg must be [source, name, value], all strings")
-        value = item[2]
-        if len(value) > limits.max_value_chars:
-            value, truncated = value[: limits.max_value_chars], True
-        args.append(Arg(item[0], item[1], value))
-    if truncated:
-        anomalies.append("value_truncated")
-    return args
+    return cap_args([Arg(*item) for item in raw], limits, anomalies)
 
 
 def parse_request(line: bytes, limits: Limits | None = None) -> Request:

@@ -140,6 +140,17 @@ def parse_cookies(header: str) -> list[Arg]:
     return out
 
 
+def cap_args(args: list[Arg], limits: Limits, anomalies: list[str]) -> list[Arg]:
+    """Apply the argument-count and value-length limits, recording what was cut."""
+    if len(args) > limits.max_args:
+        args = args[: limits.max_args]
+        anomalies.append("args_truncated")
+    if any(len(a.value) > limits.max_value_chars for a in args):
+        args = [Arg(a.source, a.name, a.value[: limits.max_value_chars]) for a in args]
+        anomalies.append("value_truncated")
+    return args
+
+
 def _header(headers: dict[str, str], name: str) -> str:
     for key, value in headers.items():
         if key.lower() == name:
@@ -193,12 +204,7 @@ def from_wire(record: dict, limits: Limits | None = None) -> Request:
     path, _, query = target.partition("?")
     args = [*parse_urlencoded(query, "query"), *decode_body(body, _header(headers, "content-type"), limits, anomalies)]
     args += parse_cookies(_header(headers, "cookie"))
-    if len(args) > limits.max_args:
-        args = args[: limits.max_args]
-        anomalies.append("args_truncated")
-    if any(len(a.value) > limits.max_value_chars for a in args):
-        args = [Arg(a.source, a.name, a.value[: limits.max_value_chars]) for a in args]
-        anomalies.append("value_truncated")
+    args = cap_args(args, limits, anomalies)
     return Request(
         method=method.upper(),
         path=url_decode(path, plus_is_space=False),
