@@ -19,7 +19,10 @@ Reply::
     {"v": 1, "id": "...", "verdict": "allow" | "block" | "log",
      "scores": {"<model>": 0.013, ...},
      "reasons": [{"model": "attack", "family": "sqli", "source": "body", "name": "user", "score": 0.98}],
-     "ms": 0.21}
+     "ms": 0.21,
+     "summary": "attack=0.981 sqli in body:user (0.981)",  # quote-free, for the audit log
+     "note": "path allowlisted",                           # only when no model was asked
+     "anomalies": ["body_truncated"]}                       # only when a decoding limit was hit
 
 A message the analyzer cannot read gets ``{"v": 1, "verdict": "allow",
 "error": "<why>"}``: traffic is never blocked because of a broken message,
@@ -68,8 +71,11 @@ class Reply:
     reasons: list[Reason] = field(default_factory=list)
     ms: float = 0.0
     error: str = ""
+    note: str = ""  # why no model was asked (allowlists)
+    anomalies: list[str] = field(default_factory=list)  # decoding limits that were hit
+    summary: str = ""  # one quote-free line for the audit log
 
-    def encode(self) -> bytes:
+    def as_dict(self) -> dict[str, object]:
         if self.verdict not in VERDICTS:
             raise ValueError(f"unknown verdict {self.verdict!r}")
         message: dict[str, object] = {
@@ -80,9 +86,19 @@ class Reply:
             "reasons": [reason.as_dict() for reason in self.reasons],
             "ms": round(self.ms, 3),
         }
-        if self.error:
-            message["error"] = self.error
-        return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace") + b"\n"
+        for key in ("error", "note", "anomalies", "summary"):
+            value = getattr(self, key)
+            if value:
+                message[key] = value
+        return message
+
+    def encode(self) -> bytes:
+        return encode_line(self.as_dict())
+
+
+def encode_line(message: dict[str, object]) -> bytes:
+    """One compact JSON line; lone surrogates from undecodable input are replaced, never raised."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace") + b"\n"
 
 
 def error_reply(reason: str, request_id: str = "") -> Reply:
@@ -140,6 +156,7 @@ def parse_request(line: bytes, limits: Limits | None = None) -> Request:
     content_length = _number(message, "content_length")
     header_count = _number(message, "header_count")
     return Request(
+        id=_string(message, "id"),
         method=_string(message, "method", "GET").upper(),
         path=_string(message, "path", "/"),
         query=_string(message, "query"),

@@ -54,6 +54,7 @@ class Request:
     ts: float | None = None
     # Limits that were hit while decoding ("body_truncated", "args_truncated", ...).
     anomalies: list[str] = field(default_factory=list)
+    id: str = ""
 
 
 class RequestError(ValueError):
@@ -205,7 +206,9 @@ def from_wire(record: dict, limits: Limits | None = None) -> Request:
     args = [*parse_urlencoded(query, "query"), *decode_body(body, _header(headers, "content-type"), limits, anomalies)]
     args += parse_cookies(_header(headers, "cookie"))
     args = cap_args(args, limits, anomalies)
+    request_id = record.get("id", "")
     return Request(
+        id=request_id if isinstance(request_id, str) else json.dumps(request_id),
         method=method.upper(),
         path=url_decode(path, plus_is_space=False),
         query=query,

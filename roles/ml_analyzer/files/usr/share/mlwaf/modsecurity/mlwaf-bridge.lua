@@ -1,0 +1,103 @@
+-- mlwaf ModSecurity bridge (SecRuleScript, Lua 5.1, phase 2).
+--
+-- Sends a summary of the request, with the arguments as ModSecurity decoded
+-- them, to the analyzer over its Unix socket (protocol version 1: one JSON
+-- line each way) and copies the answer into TX variables:
+--   tx.mlwaf_verdict   allow | block | log
+--   tx.mlwaf_score_<model>, tx.mlwaf_summary, tx.mlwaf_ms
+--   tx.mlwaf_fallback  set only when the analyzer could not answer (why)
+-- The rules in /etc/modsecurity/mlwaf.d/ml-analyzer.conf act on them.
+-- ModSecurity 2.9 runs every script in a fresh Lua state, so nothing is
+-- kept between requests: one connection per request, kept short.
+
+local SOURCES = { ARGS_GET = "query", ARGS_POST = "body", REQUEST_COOKIES = "cookie" }
+local HEADERS = { "User-Agent", "Content-Type", "Referer", "Accept", "Accept-Language", "X-Forwarded-For" }
+local MAX_ARGS = 1000
+local MAX_VALUE = 8192
+
+local function quote(text)
+  text = string.gsub(text, '[%c"\\]', function(c)
+    if c == '"' then return '\\"' end
+    if c == "\\" then return "\\\\" end
+    return string.format("\\u%04x", string.byte(c))
+  end)
+  return '"' .. text .. '"'
+end
+
+local function var(name)
+  return m.getvar(name, "none") or ""
+end
+
+local function fallback(reason)
+  m.setvar("tx.mlwaf_fallback", (string.gsub(reason, "[^%w%s%.:_/-]", "?")))
+  m.log(2, "mlwaf: analyzer unavailable: " .. reason)
+  return nil
+end
+
+local function message()
+  local args = {}
+  for collection, source in pairs(SOURCES) do
+    for _, item in ipairs(m.getvars(collection, "none") or {}) do
+      if #args >= MAX_ARGS then break end
+      local name = string.match(item.name, "^[^:]*:(.*)$") or item.name
+      args[#args + 1] = "[" .. quote(source) .. "," .. quote(name) .. ","
+        .. quote(string.sub(item.value or "", 1, MAX_VALUE)) .. "]"
+    end
+  end
+  local headers = {}
+  for _, name in ipairs(HEADERS) do
+    local value = m.getvar("REQUEST_HEADERS." .. name, "none")
+    if value then headers[#headers + 1] = quote(string.lower(name)) .. ":" .. quote(value) end
+  end
+  return table.concat({
+    '{"v":1,"id":', quote(var("UNIQUE_ID")),
+    ',"method":', quote(var("REQUEST_METHOD")),
+    ',"path":', quote(var("REQUEST_FILENAME")),
+    ',"query":', quote(var("QUERY_STRING")),
+    ',"args":[', table.concat(args, ","), "]",
+    ',"headers":{', table.concat(headers, ","), "}",
+    ',"content_length":', tonumber(var("REQUEST_HEADERS.Content-Length")) or 0,
+    ',"header_count":', #(m.getvars("REQUEST_HEADERS_NAMES", "none") or {}),
+    ',"protocol":', quote(var("REQUEST_PROTOCOL")),
+    ',"client_ip":', quote(var("REMOTE_ADDR")),
+    ',"ts":', tonumber(var("TIME_EPOCH")) or 0,
+    "}\n",
+  })
+end
+
+local function ask()
+  local ok, unix = pcall(require, "socket.unix")
+  if not ok then return fallback("lua-socket is not installed") end
+  local timeout = (tonumber(var("tx.mlwaf_timeout_ms")) or 50) / 1000
+  local path = m.getvar("tx.mlwaf_socket", "none") or "/run/mlwaf/analyzer.sock"
+
+  local conn = (unix.stream or unix)()
+  conn:settimeout(timeout)
+  local done, err = conn:connect(path)
+  if not done then conn:close(); return fallback("connect " .. path .. ": " .. tostring(err)) end
+  done, err = conn:send(message())
+  if not done then conn:close(); return fallback("send: " .. tostring(err)) end
+  local line
+  line, err = conn:receive("*l")
+  conn:close()
+  if not line then return fallback("receive: " .. tostring(err)) end
+
+  local verdict = string.match(line, '"verdict":"(%a+)"')
+  if not verdict then return fallback("unreadable reply") end
+  local problem = string.match(line, '"error":"([^"]*)"')
+  if problem then m.log(3, "mlwaf: analyzer could not read the request: " .. problem) end
+  m.setvar("tx.mlwaf_verdict", verdict)
+  m.setvar("tx.mlwaf_ms", string.match(line, '"ms":([%d%.]+)') or "0")
+  m.setvar("tx.mlwaf_summary", string.match(line, '"summary":"([^"]*)"') or "")
+  for name, score in string.gmatch(string.match(line, '"scores":{([^}]*)}') or "", '"([%w_]+)":([%d%.eE+-]+)') do
+    m.setvar("tx.mlwaf_score_" .. name, score)
+  end
+  return nil
+end
+
+function main()
+  -- Any failure in the bridge itself is a fallback too, never a failed rule.
+  local ok, err = pcall(ask)
+  if not ok then return fallback("bridge error: " .. tostring(err)) end
+  return nil
+end

@@ -1,0 +1,264 @@
+"""``mlwaf``: the analyzer's command line (serve, score, query, check, train)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TextIO
+
+from mlwaf import __version__
+from mlwaf.config import DEFAULT_CONFIG, ConfigError, ModelSettings, Settings, load
+from mlwaf.decision import Analyzer
+from mlwaf.model import ModelError
+from mlwaf.protocol import VERSION, encode_line
+from mlwaf.request import RequestError, from_wire
+from mlwaf.server import safe_analyze, serve
+
+EXIT_USAGE, EXIT_UNAVAILABLE = 2, 3
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """Settings from --config (or the default file), with --model and --mode on top."""
+    path = Path(args.config) if args.config else DEFAULT_CONFIG
+    settings = load(path) if args.config or (DEFAULT_CONFIG.exists() and not args.model) else Settings()
+    if args.model:
+        models = {}
+        for item in args.model:
+            name, sep, model_path = item.partition("=")
+            if not sep:
+                name, model_path = Path(item).stem, item
+            models[name] = ModelSettings(path=model_path)
+        settings = Settings(**{**settings.__dict__, "models": models})
+    if getattr(args, "mode", None):
+        settings = Settings(**{**settings.__dict__, "mode": args.mode})
+    if not settings.models:
+        raise ConfigError(f"no model configured: pass --model PATH/attack.json or --config (default {DEFAULT_CONFIG})")
+    return settings
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    started = time.perf_counter()
+    analyzer = Analyzer.from_settings(settings)
+    loaded = ", ".join(f"{n} {m.version}" for n, m in analyzer.models.items())
+    print(f"mlwaf: loaded {loaded} in {(time.perf_counter() - started) * 1000:.0f} ms", file=sys.stderr, flush=True)
+    return serve(settings, analyzer)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    analyzer = Analyzer.from_settings(settings)
+    for name, model in analyzer.models.items():
+        limits = analyzer.thresholds[name]
+        print(
+            f"model {name}: version {model.version}, spec {model.metadata.get('spec')}, "
+            f"families {','.join(model.families)}, block >= {limits.block:.4f}, log >= {limits.log:.4f}"
+        )
+    print(f"mode {settings.mode}, socket {settings.socket}, workers {settings.worker_count}: configuration OK")
+    return 0
+
+
+def score_lines(analyzer: Analyzer, lines: Iterable[str]) -> Iterator[tuple[dict[str, object], bool]]:
+    """`mlwaf score` output records for input lines, and whether each line was readable."""
+    limits = analyzer.settings.limits
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        record: object = None
+        try:
+            record = json.loads(line)
+            request = from_wire(record, limits)
+        except (ValueError, RecursionError, RequestError) as exc:
+            request_id = record.get("id") if isinstance(record, dict) else None
+            yield {"id": request_id, "verdict": "allow", "error": f"line {number}: {exc}"}, False
+            continue
+        assert isinstance(record, dict)  # from_wire accepted it
+        reply = safe_analyze(analyzer, request)
+        out: dict[str, object] = {
+            "id": record.get("id"),
+            "verdict": reply.verdict,
+            "scores": {name: round(value, 4) for name, value in reply.scores.items()},
+            "reasons": [reason.as_dict() for reason in reply.reasons],
+        }
+        if reply.error:
+            out["error"] = reply.error
+        yield out, not reply.error
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    analyzer = Analyzer.from_settings(_settings(args))
+    source: TextIO = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
+    sink: TextIO = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
+    counts = {"allow": 0, "block": 0, "log": 0, "errors": 0}
+    started = time.perf_counter()
+    with source, sink:
+        for record, ok in score_lines(analyzer, source):
+            sink.write(encode_line(record).decode("utf-8"))
+            counts[str(record["verdict"]) if ok else "errors"] += 1
+    elapsed = time.perf_counter() - started
+    total = counts["allow"] + counts["block"] + counts["log"]
+    print(
+        f"scored {total} requests in {elapsed:.2f} s ({total / elapsed if elapsed else 0:.0f}/s): "
+        f"{counts['block']} block, {counts['log']} log, {counts['allow']} allow, {counts['errors']} unreadable",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def query_message(args: argparse.Namespace) -> dict[str, object]:
+    """A protocol request built from command-line options, decoded as ModSecurity would."""
+    headers = {}
+    for item in args.header:
+        name, sep, value = item.partition(":")
+        if not sep:
+            raise RequestError(f"header {item!r} is not 'Name: value'")
+        headers[name.strip()] = value.strip()
+    if args.data and not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    request = from_wire({"method": args.method, "path": args.path, "headers": headers, "body": args.data or ""})
+    return {
+        "v": VERSION,
+        "id": "cli-" + str(time.time_ns()),
+        "method": request.method,
+        "path": request.path,
+        "query": request.query,
+        "args": [[a.source if a.source in ("query", "cookie") else "body", a.name, a.value] for a in request.args],
+        "headers": {k.lower(): v for k, v in headers.items()},
+        "content_length": request.content_length,
+        "header_count": len(headers),
+        "client_ip": args.client_ip,
+        "ts": time.time(),
+    }
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    message = query_message(args)
+    started = time.perf_counter()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(args.timeout)
+            conn.connect(args.socket)
+            conn.sendall(encode_line(message))
+            conn.shutdown(socket.SHUT_WR)
+            reply = b"".join(iter(lambda: conn.recv(65536), b""))
+    except OSError as exc:
+        print(f"mlwaf: analyzer at {args.socket} unavailable: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    round_trip = (time.perf_counter() - started) * 1000
+    if args.json:
+        print(reply.decode("utf-8", "replace").strip())
+    else:
+        answer = json.loads(reply)
+        scores = " ".join(f"{k}={v:.3f}" for k, v in answer.get("scores", {}).items())
+        print(
+            f"{answer['verdict']} {scores} ({answer.get('ms', 0):.2f} ms in analyzer, {round_trip:.2f} ms round trip)"
+        )
+        for reason in answer.get("reasons", []):
+            where = f"{reason['source']}:{reason['name']}" if reason["name"] else reason["source"]
+            print(f"  {reason['model']}: {reason['family']} in {where} ({reason['score']:.3f})")
+        for key in ("note", "error"):
+            if answer.get(key):
+                print(f"  {key}: {answer[key]}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rich.progress import Progress  # noqa: PLC0415 - only training needs it
+
+    from mlwaf.train import TrainSettings, train_attack  # noqa: PLC0415 - keeps the daemon's imports small
+
+    data = Path(args.data)
+    if not (data / "httpparams").is_dir():
+        raise ConfigError(f"{data} does not look like the datasets folder (no httpparams/ inside)")
+    settings = TrainSettings(epochs=args.epochs, seed=args.seed)
+    with Progress(transient=True) as bar:
+        task = bar.add_task("training attack model", total=None)
+        meta = train_attack(
+            data, Path(args.out), settings, lambda done, total: bar.update(task, completed=done, total=total)
+        )
+    print(f"wrote {args.out}/attack.json and attack.npz ({meta['version']})")
+    print(f"thresholds: block >= {meta['thresholds']['block']}, log >= {meta['thresholds']['log']}")
+    for family, row in meta["test"].items():
+        rate = f"FPR {row['fpr']:.4f}" if "fpr" in row else f"TPR {row['tpr']:.4f}"
+        print(f"  test {family:10s} n={row['n']:6d} {rate}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="mlwaf",
+        description="mlwaf analyzer: scores HTTP requests with trained models for the ModSecurity bridge.",
+    )
+    top.add_argument("--version", action="version", version=f"mlwaf {__version__}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_settings(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("-c", "--config", help=f"analyzer settings (TOML; default {DEFAULT_CONFIG} when it exists)")
+        p.add_argument(
+            "-m",
+            "--model",
+            action="append",
+            default=[],
+            metavar="[NAME=]PATH",
+            help="model metadata JSON (repeatable); replaces the configured models",
+        )
+        return p
+
+    p = with_settings(sub.add_parser("serve", help="run the analyzer daemon on its Unix socket"))
+    p.set_defaults(func=cmd_serve)
+    p = with_settings(sub.add_parser("check", help="validate settings and load the models, then exit"))
+    p.set_defaults(func=cmd_check)
+    p = with_settings(
+        sub.add_parser(
+            "score",
+            help="score JSON-lines requests offline, exactly as the daemon would",
+            description="Input: one JSON object a line with id, method, path (with the raw query string), "
+            "headers, body, optional client_ip and ts. Output: one line each with id, verdict, scores, reasons.",
+        )
+    )
+    p.add_argument("input", nargs="?", default="-", help="input file (default: stdin)")
+    p.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
+    p.add_argument("--mode", choices=("block", "detection-only"), help="override the decision mode")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("query", help="ask the running daemon about one request")
+    p.add_argument("path", help="path and query string as sent on the wire, e.g. '/search.php?q=%%3Cscript%%3E'")
+    p.add_argument("-X", "--method", default="GET")
+    p.add_argument("-H", "--header", action="append", default=[], help="'Name: value' (repeatable)")
+    p.add_argument("-d", "--data", help="request body (form-encoded unless a Content-Type header says otherwise)")
+    p.add_argument("--client-ip", default="127.0.0.1")
+    p.add_argument("-s", "--socket", default=Settings.socket)
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds (default 2)")
+    p.add_argument("--json", action="store_true", help="print the raw protocol reply")
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("train", help="train a model from the labelled datasets")
+    p.add_argument("kind", choices=("attack",))
+    p.add_argument("--data", required=True, help="datasets folder (the project's shared/datasets)")
+    p.add_argument("--out", default="files/models", help="output folder (default files/models)")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=cmd_train)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, ModelError, RequestError) as exc:
+        print(f"mlwaf: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The analyzer's settings, read from a TOML file (``/etc/mlwaf/analyzer.toml``).
+
+Every key is optional; see ``docs`` in the ml_analyzer role for the file the
+role writes. Unknown keys and wrong types are errors with the key's name, so
+a typo never silently turns a protection off.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from mlwaf.request import Limits
+
+MODES = ("block", "detection-only")
+DEFAULT_CONFIG = Path("/etc/mlwaf/analyzer.toml")
+
+
+class ConfigError(ValueError):
+    """Settings that cannot be used."""
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    path: str
+    block_threshold: float | None = None  # None: the threshold calibrated at training time
+    log_threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class ParamAllow:
+    name: str
+    path: str = ""  # path prefix; empty: every path
+
+
+@dataclass(frozen=True)
+class Settings:
+    socket: str = "/run/mlwaf/analyzer.sock"
+    socket_group: str = ""
+    socket_mode: int = 0o660
+    workers: int = 0  # 0: one per CPU
+    mode: str = "block"
+    models: dict[str, ModelSettings] = field(default_factory=dict)
+    allow_paths: tuple[str, ...] = ()
+    allow_params: tuple[ParamAllow, ...] = ()
+    allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    decision_log: str = ""
+    log_allowed: bool = False
+    max_reasons: int = 3
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or len(os.sched_getaffinity(0))
+
+
+def _typed(table: dict, key: str, kind: type | tuple[type, ...], where: str):
+    value = table[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) and kind is not bool:
+        raise ConfigError(f"{where}{key} must be {getattr(kind, '__name__', kind)}, not a boolean")
+    if not isinstance(value, kind):
+        raise ConfigError(f"{where}{key} must be {getattr(kind, '__name__', kind)}, got {type(value).__name__}")
+    return value
+
+
+def _check_keys(table: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in {where or 'top level'}: {', '.join(unknown)}")
+
+
+def _threshold(table: dict, key: str, where: str) -> float | None:
+    if key not in table:
+        return None
+    value = _typed(table, key, float, where)
+    if not 0.0 < value <= 1.0:
+        raise ConfigError(f"{where}{key} must be in (0, 1], got {value}")
+    return value
+
+
+def from_dict(raw: dict) -> Settings:
+    """Settings from a parsed TOML document."""
+    _check_keys(raw, {"server", "decision", "models", "limits", "logs"}, "")
+    server, decision = raw.get("server", {}), raw.get("decision", {})
+    limits_raw, logs = raw.get("limits", {}), raw.get("logs", {})
+    _check_keys(server, {"socket", "socket_group", "socket_mode", "workers"}, "[server]")
+    _check_keys(decision, {"mode", "allow_paths", "allow_params", "allow_networks", "max_reasons"}, "[decision]")
+    _check_keys(limits_raw, {f.name for f in fields(Limits)}, "[limits]")
+    _check_keys(logs, {"decision_log", "log_allowed"}, "[logs]")
+
+    models = {}
+    for name, table in raw.get("models", {}).items():
+        where = f"[models.{name}] "
+        if not isinstance(table, dict) or "path" not in table:
+            raise ConfigError(f"{where}needs a path")
+        _check_keys(table, {"path", "block_threshold", "log_threshold"}, where)
+        models[name] = ModelSettings(
+            path=_typed(table, "path", str, where),
+            block_threshold=_threshold(table, "block_threshold", where),
+            log_threshold=_threshold(table, "log_threshold", where),
+        )
+
+    mode = decision.get("mode", "block")
+    if mode not in MODES:
+        raise ConfigError(f"[decision] mode must be one of {', '.join(MODES)}, got {mode!r}")
+    try:
+        networks = tuple(ipaddress.ip_network(n, strict=False) for n in decision.get("allow_networks", []))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"[decision] allow_networks: {exc}") from None
+    params = []
+    for item in decision.get("allow_params", []):
+        if isinstance(item, str):
+            params.append(ParamAllow(item))
+        elif isinstance(item, dict) and isinstance(item.get("name"), str) and set(item) <= {"name", "path"}:
+            params.append(ParamAllow(item["name"], str(item.get("path", ""))))
+        else:
+            raise ConfigError(f"[decision] allow_params entries are names or {{name, path}} tables, got {item!r}")
+
+    try:
+        socket_mode = int(str(server.get("socket_mode", "660")), 8)
+    except ValueError:
+        mode = server["socket_mode"]
+        raise ConfigError(f'[server] socket_mode must be an octal mode like "660", got {mode!r}') from None
+    limit_values = {key: _typed(limits_raw, key, int, "[limits] ") for key in limits_raw}
+    if any(v < 1 for v in limit_values.values()):
+        raise ConfigError("[limits] values must be positive")
+    settings = {
+        "socket": server.get("socket", Settings.socket),
+        "socket_group": server.get("socket_group", ""),
+        "socket_mode": socket_mode,
+        "workers": _typed(server, "workers", int, "[server] ") if "workers" in server else 0,
+        "mode": mode,
+        "models": models,
+        "allow_paths": tuple(str(p) for p in decision.get("allow_paths", [])),
+        "allow_params": tuple(params),
+        "allow_networks": networks,
+        "limits": Limits(**limit_values),
+        "decision_log": str(logs.get("decision_log", "")),
+        "log_allowed": bool(logs.get("log_allowed", False)),
+        "max_reasons": _typed(decision, "max_reasons", int, "[decision] ") if "max_reasons" in decision else 3,
+    }
+    if settings["workers"] < 0:
+        raise ConfigError("[server] workers must be 0 (one per CPU) or more")
+    return Settings(**settings)
+
+
+def load(path: Path) -> Settings:
+    try:
+        with path.open("rb") as handle:
+            raw = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    try:
+        return from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

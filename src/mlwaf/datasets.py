@@ -1,0 +1,211 @@
+"""Labelled input values for training and evaluating the attack model.
+
+Reads the public collections laid out as in the project's ``shared/datasets``
+folder (see its README for sources and licences) and a few generated benign
+sets. Every sample carries its source, so that splits are made by source and
+the test split stays untouched by training.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlwaf.request import parse_urlencoded, url_decode
+
+FAMILIES = ("benign", "sqli", "xss", "cmdi", "traversal")
+_HTTPPARAMS_LABELS = {"norm": "benign", "sqli": "sqli", "xss": "xss", "cmdi": "cmdi", "path-traversal": "traversal"}
+# (folder glob under the dataset root, family)
+_WORDLISTS = (
+    ("payloadsallthethings/SQL Injection/**/*", "sqli"),
+    ("payloadsallthethings/XSS Injection/**/*", "xss"),
+    ("payloadsallthethings/Command Injection/**/*", "cmdi"),
+    ("payloadsallthethings/Directory Traversal/**/*", "traversal"),
+    ("payloadsallthethings/File Inclusion/**/*", "traversal"),
+    ("fuzzdb/attack/sql-injection/**/*.txt", "sqli"),
+    ("fuzzdb/attack/xss/**/*.txt", "xss"),
+    ("fuzzdb/attack/os-cmd-execution/**/*.txt", "cmdi"),
+    ("fuzzdb/attack/path-traversal/**/*.txt", "traversal"),
+    ("fuzzdb/attack/lfi/**/*.txt", "traversal"),
+    ("mgm-waf-payloads/nuclei/payloads/sqli/true-positives.txt", "sqli"),
+    ("mgm-waf-payloads/nuclei/payloads/xss/true-positives.txt", "xss"),
+    ("mgm-waf-payloads/nuclei/payloads/cmdexe/true-positives.txt", "cmdi"),
+    ("mgm-waf-payloads/nuclei/payloads/traversal/true-positives.txt", "traversal"),
+)
+
+
+# Wordlists mix real payloads with bare command names and file names that are only
+# dangerous in a specific context ("trace", "index.php"). A line counts as an attack of
+# its family only if it carries that family's mark.
+_MARKS = {
+    "cmdi": re.compile(r"[;|&`$<>\n]|%0a|%3b|%7c|%26"),
+    "traversal": re.compile(r"\.\.|%2e|%c0|%c1|%u|%25|://|%00|\x00|\\0|/etc/|/proc/|win\.ini|boot\.ini|system32"),
+}
+
+
+@dataclass(frozen=True)
+class Sample:
+    text: str
+    family: str
+    source: str
+
+
+def _lines(path: Path) -> Iterator[str]:
+    for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            yield line
+
+
+def httpparams(root: Path, part: str) -> list[Sample]:
+    with (root / "httpparams" / f"payload_{part}.csv").open(encoding="utf-8", errors="replace", newline="") as f:
+        return [
+            Sample(row["payload"], _HTTPPARAMS_LABELS[row["attack_type"]], f"httpparams-{part}")
+            for row in csv.DictReader(f)
+            if row.get("attack_type") in _HTTPPARAMS_LABELS and row.get("payload")
+        ]
+
+
+def wordlists(root: Path) -> list[Sample]:
+    out = []
+    for pattern, family in _WORDLISTS:
+        for path in sorted(root.glob(pattern)):
+            if path.is_file() and path.suffix.lower() not in {".md", ".doc"} and "README" not in path.name:
+                mark = _MARKS.get(family)
+                out += [
+                    Sample(text, family, pattern.split("/", 1)[0])
+                    for text in _lines(path)
+                    if mark is None or mark.search(text.lower())
+                ]
+    return out
+
+
+def csic_benign(root: Path) -> list[Sample]:
+    """Paths and decoded parameter values of CSIC 2010's normal traffic."""
+    text = gzip.decompress((root / "csic2010" / "normalTrafficTraining.txt.gz").read_bytes()).decode("latin-1")
+    values: set[str] = set()
+    for block in text.split("\r\n\r\n" if "\r\n\r\n" in text else "\n\n"):
+        lines = block.strip().splitlines()
+        if not lines or " " not in lines[0]:
+            continue
+        target = lines[0].split(" ")[1].split("://", 1)[-1].partition("/")[2]
+        path, _, query = target.partition("?")
+        values.add(url_decode("/" + path, plus_is_space=False))
+        body = lines[-1] if lines[0].startswith("POST") and "=" in lines[-1] else ""
+        values.update(arg.value for arg in parse_urlencoded(query, "query") + parse_urlencoded(body, "body"))
+    return [Sample(v, "benign", "csic2010") for v in sorted(values) if v]
+
+
+def gotestwaf(root: Path) -> list[Sample]:
+    """gotestwaf's attack payloads (families we model) and its benign texts."""
+    families = {
+        "sql-injection": "sqli",
+        "xss-scripting": "xss",
+        "path-traversal": "traversal",
+        "shell-injection": "cmdi",
+        "rce": "cmdi",
+        "rce-urlparam": "cmdi",
+        "community-sqli": "sqli",
+        "community-xss": "xss",
+        "community-lfi": "traversal",
+        "community-rce": "cmdi",
+        "texts": "benign",
+    }
+    out = []
+    for path in sorted((root / "gotestwaf-testcases" / "testcases").glob("*/*.yml")):
+        family = families.get(path.stem)
+        if family is None:
+            continue
+        in_payload = False
+        for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if not raw.startswith(" "):
+                in_payload = raw.startswith("payload:")
+                continue
+            item = raw.strip()
+            if in_payload and item.startswith("- "):
+                text = item[2:].strip()
+                if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+                    text = text[1:-1].replace("''", "'") if text[0] == "'" else text[1:-1].replace('\\"', '"')
+                out.append(Sample(text, family, "gotestwaf"))
+    return out
+
+
+def mgm_lookalikes(root: Path) -> list[Sample]:
+    out = []
+    for path in sorted((root / "mgm-waf-payloads" / "nuclei" / "payloads").glob("*/false-positives.txt")):
+        out += [Sample(text, "benign", "mgm-lookalikes") for text in _lines(path)]
+    return out
+
+
+_VOCABULARY = (
+    "select union drop table insert update delete from where order by group having and or not null like "
+    "script alert image onload error document window cat echo ping ls rm etc passwd bin shell sleep "
+    "blue red large small shoes shirt london paris new york book music travel price cheap best review "
+    "the a of to in is for on with my your our team product service help account password reset login "
+    "contact support about news page search result hello world coffee tea garden home office "
+    "index admin login logout install config api v1 v2 static assets images img css js user users profile cart "
+    "checkout settings dashboard upload download files docs wp content themes public private data feed rss"
+)
+_WORDS = tuple(_VOCABULARY.split(" "))
+_EXTENSIONS = ("", "/", ".php", ".html", ".jsp", ".asp", ".css", ".js", ".png", ".json", ".xml", ".txt", ".log")
+_NAMES = ("O'Brien", "D'Angelo", "Anne-Marie", "José", "Zoë", "Müller", "Nguyễn", "Ólafur", "O'Neil", "Smith & Sons")
+
+
+def generated_benign(count: int, seed: int) -> list[Sample]:
+    """Ordinary form and API values, including ones that share words and signs with attacks."""
+    rng = random.Random(seed)
+
+    def phrase() -> str:
+        return " ".join(rng.choice(_WORDS) for _ in range(rng.randint(1, 8)))
+
+    makers = (
+        phrase,
+        lambda: phrase().capitalize() + rng.choice((".", "?", "!", "...", " :)", "")),
+        lambda: rng.choice(_NAMES),
+        lambda: f"{rng.choice(_WORDS)}.{rng.choice(_WORDS)}{rng.randint(1, 99)}@example.{rng.choice(('com', 'org'))}",
+        lambda: f"https://www.example.com/{rng.choice(_WORDS)}/{rng.choice(_WORDS)}?id={rng.randint(1, 9999)}",
+        lambda: f"{rng.randint(2000, 2030)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+        lambda: f"+{rng.randint(1, 99)} {rng.randint(100, 999)} {rng.randint(1000, 9999)}",
+        lambda: "".join(rng.choice("abcdef0123456789") for _ in range(rng.choice((8, 32, 40, 64)))),
+        lambda: f"{rng.randint(1, 500)} {rng.choice(_WORDS)} st, apt {rng.randint(1, 40)}",
+        lambda: f"{rng.choice(_WORDS)}, {rng.choice(_WORDS)} & {rng.choice(_WORDS)} ({rng.randint(1, 20)})",
+        lambda: f"{rng.randint(1, 100)}% off - {phrase()}",
+        lambda: f"/{rng.choice(_WORDS)}/{rng.choice(_WORDS)}.html",
+        lambda: "/" + "/".join(rng.choice(_WORDS) for _ in range(rng.randint(0, 3))) + rng.choice(_EXTENSIONS),
+        lambda: f"<p>{phrase()} <b>{rng.choice(_WORDS)}</b></p>",
+        lambda: f'{{"{rng.choice(_WORDS)}": "{phrase()}", "n": {rng.randint(0, 99)}}}',
+        lambda: f"{rng.choice(_WORDS)}_{rng.choice(_WORDS)}",
+        lambda: str(rng.randint(0, 10 ** rng.randint(1, 12))),
+        lambda: f"I'm looking for a {rng.choice(_WORDS)}; it's {rng.choice(_WORDS)}-ish, isn't it?",
+        lambda: f"{rng.choice(_WORDS)}={rng.randint(1, 9)} {rng.choice(('and', 'or'))} {rng.choice(_WORDS)}",
+    )
+    return [Sample(rng.choice(makers)(), "benign", "generated") for _ in range(count)]
+
+
+def licence_prose(limit: int) -> list[Sample]:
+    """Sentences of ordinary English prose from the licence texts every Debian system ships."""
+    out: list[Sample] = []
+    for path in sorted(Path("/usr/share/common-licenses").glob("*")):
+        if path.is_file():
+            out += [Sample(line, "benign", "licences") for line in _lines(path) if len(line) > 3]
+    return out[:limit]
+
+
+def training_and_test(root: Path, seed: int = 7) -> tuple[list[Sample], list[Sample]]:
+    """The training set and the untouched test set, split by source.
+
+    Test: HttpParamsDataset's own test file, gotestwaf's cases and mgm's benign
+    look-alikes. Training: everything else (the three overlapping payload
+    collections stay together on the training side).
+    """
+    train = httpparams(root, "train") + wordlists(root) + csic_benign(root)
+    train += generated_benign(30000, seed) + licence_prose(20000)
+    test = httpparams(root, "test") + gotestwaf(root) + mgm_lookalikes(root)
+    test_texts = {s.text for s in test}
+    train = [s for s in train if s.text not in test_texts]
+    return train, test

@@ -1,0 +1,110 @@
+"""The decision engine: scores from the models, thresholds and allowlists, one verdict.
+
+Used unchanged by the daemon and by ``mlwaf score``, so offline and live
+verdicts agree. Every verdict says why: the models' scores and the inputs
+that drove them (model, family, where the input came from, its name).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlwaf.config import Settings
+from mlwaf.model import AttackModel, load_model
+from mlwaf.protocol import Reason, Reply
+from mlwaf.request import Arg, Request
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9 _.:=()/,+-]")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    block: float
+    log: float
+
+
+class Analyzer:
+    """Scores requests with loaded models and turns scores into verdicts."""
+
+    def __init__(self, settings: Settings, models: dict[str, AttackModel]) -> None:
+        self.settings = settings
+        self.models = models
+        self.thresholds: dict[str, Thresholds] = {}
+        for name, model in models.items():
+            configured = settings.models.get(name)
+            block = (configured and configured.block_threshold) or model.thresholds.get("block", 0.5)
+            log = (configured and configured.log_threshold) or model.thresholds.get("log", block)
+            self.thresholds[name] = Thresholds(block=block, log=min(log, block))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Analyzer:
+        """Load every configured model once (raises ModelError with the reason)."""
+        return cls(settings, {name: load_model(Path(m.path)) for name, m in settings.models.items()})
+
+    def _allowlisted(self, request: Request) -> str:
+        if request.client_ip and self.settings.allow_networks:
+            try:
+                address = ipaddress.ip_address(request.client_ip)
+            except ValueError:
+                address = None
+            if address is not None and any(address in net for net in self.settings.allow_networks):
+                return "client network allowlisted"
+        if any(request.path.startswith(prefix) for prefix in self.settings.allow_paths):
+            return "path allowlisted"
+        return ""
+
+    def _inputs(self, request: Request) -> list[Arg]:
+        allowed = [p for p in self.settings.allow_params if request.path.startswith(p.path)]
+        args = [a for a in request.args if not any(a.name == p.name for p in allowed)]
+        return args
+
+    def analyze(self, request: Request, started: float | None = None) -> Reply:
+        started = time.perf_counter() if started is None else started
+        reply = Reply(verdict="allow", anomalies=list(request.anomalies))
+        note = self._allowlisted(request)
+        if note:
+            reply.note = note
+            reply.ms = (time.perf_counter() - started) * 1000
+            return reply
+        inputs = self._inputs(request)
+        values = [a.value for a in inputs]
+        candidates: list[Reason] = []
+        verdict = "allow"
+        for name, model in self.models.items():
+            scores, families = model.score(values)
+            top = float(scores.max()) if len(scores) else 0.0
+            reply.scores[name] = top
+            limits = self.thresholds[name]
+            if top >= limits.block:
+                verdict = "block"
+            elif top >= limits.log and verdict == "allow":
+                verdict = "log"
+            for index in scores.argsort()[::-1][: self.settings.max_reasons]:
+                if scores[index] < limits.log:
+                    break
+                arg = inputs[index]
+                candidates.append(Reason(name, families[index], float(scores[index]), arg.source, arg.name))
+        if verdict == "block" and self.settings.mode == "detection-only":
+            verdict = "log"
+        reply.verdict = verdict
+        reply.reasons = sorted(candidates, key=lambda r: -r.score)[: self.settings.max_reasons]
+        if verdict != "allow":
+            reply.summary = summary(reply)
+        reply.ms = (time.perf_counter() - started) * 1000
+        return reply
+
+
+def summary(reply: Reply) -> str:
+    """One short line an operator can read in the audit log; quote-free, so the Lua bridge can lift it."""
+    scores = " ".join(f"{name}={score:.3f}" for name, score in reply.scores.items())
+    reasons = "; ".join(
+        f"{r.family} in {r.source}{':' + r.name if r.name else ''} ({r.score:.3f})" for r in reply.reasons
+    )
+    text = f"{scores} {reasons}".strip() if reasons else scores
+    if reply.note:
+        text = f"{text} {reply.note}".strip()
+    return _UNSAFE.sub("?", text)[:300]

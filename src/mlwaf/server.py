@@ -1,0 +1,229 @@
+"""The analyzer daemon: a pre-forked pool of workers on one Unix socket.
+
+Apache's Lua bridge opens one connection per request, so the server is built
+for many short connections: the models are loaded once in the parent, the
+parent forks one worker per CPU (they share the model pages copy-on-write),
+and every worker runs a plain blocking ``accept()`` loop on the same listening
+socket. The kernel hands each new connection to one idle worker; there is no
+event loop, no thread hand-off and no per-request allocation beyond decoding.
+
+The parent only supervises: it restarts a worker that dies, forwards SIGHUP
+(reopen the decision log after rotation) and stops everyone on SIGTERM.
+Socket activation is supported: with ``LISTEN_FDS`` from systemd the socket
+is inherited, otherwise it is created with the configured group and mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from mlwaf.config import Settings
+from mlwaf.decision import Analyzer
+from mlwaf.protocol import (
+    MAX_MESSAGE_BYTES,
+    ProtocolError,
+    Reply,
+    encode_line,
+    error_reply,
+    parse_request,
+    request_id,
+)
+from mlwaf.request import Request
+
+SD_LISTEN_FDS_START = 3
+READ_TIMEOUT_S = 2.0
+DRAIN_LIMIT = 64 << 20
+
+
+def log(message: str) -> None:
+    """One line to stderr, which systemd sends to the journal."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def handle_line(analyzer: Analyzer, line: bytes) -> tuple[Reply, Request | None]:
+    """The reply to one protocol line, and the request it carried; never raises."""
+    started = time.perf_counter()
+    try:
+        request = parse_request(line, analyzer.settings.limits)
+    except ProtocolError as exc:
+        return error_reply(str(exc), request_id(line)), None
+    return safe_analyze(analyzer, request, started), request
+
+
+def safe_analyze(analyzer: Analyzer, request: Request, started: float | None = None) -> Reply:
+    """The analyzer's reply, or an error reply (allow) if scoring itself fails."""
+    try:
+        reply = analyzer.analyze(request, started)
+    except Exception as exc:  # a scoring bug must not take traffic down
+        log(f"mlwaf: error while scoring: {exc!r}")
+        reply = error_reply(f"internal error: {type(exc).__name__}")
+    reply.id = request.id
+    return reply
+
+
+class DecisionLog:
+    """JSON lines, one per decision, appended with O_APPEND so workers never interleave."""
+
+    def __init__(self, path: str, log_allowed: bool) -> None:
+        self.path = path
+        self.log_allowed = log_allowed
+        self.fd = -1
+        self.reopen()
+
+    def reopen(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if not self.path:
+            return
+        try:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        except OSError as exc:
+            log(f"mlwaf: cannot open decision log {self.path}: {exc.strerror}; decisions are not logged")
+
+    def write(self, reply: Reply, request: Request | None) -> None:
+        """Log a decision: every block, log and error; allows only when asked to."""
+        if self.fd < 0 or (reply.verdict == "allow" and not reply.error and not self.log_allowed):
+            return
+        record: dict[str, object] = {"ts": round(time.time(), 3)}
+        if request is not None:
+            record.update(client_ip=request.client_ip, method=request.method, path=request.path[:512])
+        record.update(reply.as_dict())
+        try:
+            os.write(self.fd, encode_line(record))
+        except OSError as exc:
+            log(f"mlwaf: decision log write failed: {exc.strerror}")
+
+
+def read_line(conn: socket.socket) -> bytes:
+    """One message, up to its newline. An oversize one is read to its end (up to
+    DRAIN_LIMIT) but only its first MAX_MESSAGE_BYTES + 1 are kept, so the client
+    still gets its error reply instead of a reset connection."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= DRAIN_LIMIT:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        if size <= MAX_MESSAGE_BYTES:
+            chunks.append(chunk)
+        size += len(chunk)
+        if chunk.endswith(b"\n"):
+            break
+    return b"".join(chunks)
+
+
+def worker(listener: socket.socket, analyzer: Analyzer, decisions: DecisionLog) -> None:
+    reopen = False
+
+    def on_hup(_signum: int, _frame: object) -> None:
+        nonlocal reopen
+        reopen = True
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, on_hup)
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except InterruptedError:
+            continue
+        with conn:
+            try:
+                conn.settimeout(READ_TIMEOUT_S)
+                line = read_line(conn)
+                if not line.strip():
+                    continue
+                reply, request = handle_line(analyzer, line)
+                conn.sendall(reply.encode())
+            except OSError:
+                continue  # the client gave up (timeout on its side) or went away
+        if reopen:
+            reopen = False
+            decisions.reopen()
+        decisions.write(reply, request)
+
+
+def listening_socket(settings: Settings) -> socket.socket:
+    """The socket systemd passed us, or a new one at settings.socket."""
+    if os.environ.get("LISTEN_PID") == str(os.getpid()) and int(os.environ.get("LISTEN_FDS", "0")) >= 1:
+        for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+            os.environ.pop(key, None)
+        return socket.socket(fileno=SD_LISTEN_FDS_START)
+    path = Path(settings.socket)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    if settings.socket_group:
+        os.chown(path, -1, grp.getgrnam(settings.socket_group).gr_gid)
+    path.chmod(settings.socket_mode)
+    listener.listen(socket.SOMAXCONN)
+    return listener
+
+
+def serve(settings: Settings, analyzer: Analyzer) -> int:
+    listener = listening_socket(settings)
+    decisions = DecisionLog(settings.decision_log, settings.log_allowed)
+    children: dict[int, float] = {}
+    stopping = False
+
+    def spawn() -> None:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                worker(listener, analyzer, decisions)
+            finally:
+                os._exit(0)
+        children[pid] = time.monotonic()
+
+    def on_term(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            _kill(pid, signal.SIGTERM)
+
+    def on_hup(_signum: int, _frame: object) -> None:
+        for pid in list(children):
+            _kill(pid, signal.SIGHUP)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, on_hup)
+    for _ in range(settings.worker_count):
+        spawn()
+    log(f"mlwaf: serving on {settings.socket} with {len(children)} workers, mode {settings.mode}")
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        started = children.pop(pid, None)
+        if stopping or started is None:
+            continue
+        log(f"mlwaf: worker {pid} ended ({_describe(status)}); starting another")
+        if time.monotonic() - started < 1.0:
+            time.sleep(1.0)  # a worker that dies at once would otherwise spin
+        spawn()
+    log("mlwaf: stopped")
+    return 0
+
+
+def _kill(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"

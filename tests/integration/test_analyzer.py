@@ -1,0 +1,189 @@
+"""End-to-end checks of the ML analyzer and its ModSecurity bridge."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+import uuid
+
+import pytest
+from conftest import Client, audit_entries, converge, rule_ids
+
+# A command injection that CRS 3.3 at paranoia level 1 lets through and the model blocks.
+ML_ONLY_ATTACK = "%60id%60"
+SQLI = "1%20union%20select%20password%20from%20users--"
+ANALYZER_LOG = "/var/log/apache2/ml_analyzer.log"
+DECISIONS = "/var/log/mlwaf/decisions.jsonl"
+
+
+def wait_until(check, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def log_lines(host, path: str, marker: str) -> list[str]:
+    return host.run(f"grep -F {marker} {path}").stdout.splitlines()
+
+
+def test_analyzer_service_and_socket(host) -> None:
+    assert host.service("mlwaf-analyzer.socket").is_enabled
+    assert host.service("mlwaf-analyzer.service").is_running
+    sock = host.file("/run/mlwaf/analyzer.sock")
+    assert sock.is_socket
+    assert (sock.user, sock.group, sock.mode) == ("root", "www-data", 0o660)
+    main_pid = host.run("systemctl show -p MainPID --value mlwaf-analyzer").stdout.strip()
+    assert host.run(f"ps -o user= -p {main_pid}").stdout.strip() == "mlwaf"
+    workers = host.run(f"pgrep -P {main_pid}").stdout.split()
+    assert len(workers) >= 1, "the parent forks its workers"
+
+
+def test_analyzer_unit_is_hardened(host) -> None:
+    props = dict(
+        line.split("=", 1)
+        for line in host.run(
+            "systemctl show mlwaf-analyzer -p ProtectSystem -p NoNewPrivileges -p PrivateTmp "
+            "-p RestrictAddressFamilies -p MemoryMax -p PrivateNetwork"
+        ).stdout.splitlines()
+    )
+    assert props["ProtectSystem"] == "strict"
+    assert props["NoNewPrivileges"] == "yes"
+    assert props["PrivateTmp"] == "yes"
+    assert props["PrivateNetwork"] == "yes"
+    assert props["RestrictAddressFamilies"] == "AF_UNIX"
+    assert props["MemoryMax"] != "infinity"
+
+
+def test_models_verified_and_loaded(host) -> None:
+    assert host.run("cd /var/lib/mlwaf/models && sha256sum --check --strict SHA256SUMS").rc == 0
+    check = host.run("/opt/mlwaf/venv/bin/mlwaf check --config /etc/mlwaf/analyzer.toml")
+    assert check.rc == 0, check.stderr
+    assert "model attack" in check.stdout
+
+
+def test_tampered_model_is_refused(host) -> None:
+    host.run("rm -rf /tmp/mlwaf-model && cp -r /var/lib/mlwaf/models /tmp/mlwaf-model")
+    host.run("printf x >> /tmp/mlwaf-model/attack.npz")
+    check = host.run("/opt/mlwaf/venv/bin/mlwaf check --model /tmp/mlwaf-model/attack.json")
+    assert check.rc == 2
+    assert "checksum mismatch" in check.stderr
+
+
+def test_benign_requests_are_scored_and_pass(host, client: Client) -> None:
+    marker = uuid.uuid4().hex
+    assert client.request(f"/search.php?q=coffee+grinder&t={marker}").status == 200
+    credentials = {"username": "alice", "password": "wonderland"}
+    login = client.request(f"/login.php?t={marker}", method="POST", form=credentials)
+    assert login.status == 200
+    lines = log_lines(host, ANALYZER_LOG, marker)
+    assert len(lines) == 2, lines
+    assert all("verdict: allow, blocked: False" in line for line in lines), lines
+
+
+def test_ml_blocks_what_crs_lets_through(host, client: Client) -> None:
+    marker = uuid.uuid4().hex
+    answer = client.request(f"/search.php?t={marker}&q={ML_ONLY_ATTACK}")
+    assert answer.status == 403
+    entries = audit_entries(host, marker)
+    assert len(entries) == 1
+    ids = rule_ids(entries[0])
+    assert "1004" in ids, ids
+    assert "949110" not in ids, "CRS did not block this one: the ML rule did"
+    messages = " ".join(entries[0]["audit_data"]["messages"])
+    assert "cmdi in query:q" in messages, "the audit log names the family and the parameter"
+    line = log_lines(host, ANALYZER_LOG, marker)
+    assert line
+    assert "verdict: block, blocked: True" in line[0]
+
+
+def test_decision_log_is_json_for_a_siem(host, client: Client) -> None:
+    marker = uuid.uuid4().hex
+    client.request(f"/search.php?t={marker}&q={ML_ONLY_ATTACK}")
+    records = [json.loads(line) for line in log_lines(host, DECISIONS, "/search.php") if line.strip()]
+    record = records[-1]
+    assert record["verdict"] == "block"
+    assert record["client_ip"] == "127.0.0.1"
+    assert record["reasons"][0]["name"] == "q"
+    assert record["scores"]["attack"] >= 0.9
+
+
+def test_performance_log_is_csv(host, client: Client) -> None:
+    client.request(f"/search.php?q=tea&t={uuid.uuid4().hex}")
+    last = host.run("tail -n 1 /var/log/apache2/ml_performance.log").stdout.strip()
+    timestamp, processing_ms, blocked = last.split(",")
+    assert abs(int(timestamp) - time.time()) < 3600
+    assert 0 < float(processing_ms) < 1000
+    assert blocked in ("True", "False")
+
+
+def test_operator_tool_scores_through_the_daemon(host) -> None:
+    cmd = host.run(f"ml_waf_analyzer.sh {shlex.quote('/search.php?q=' + SQLI)}")
+    assert cmd.rc == 0, cmd.stderr
+    assert cmd.stdout.startswith("block attack=")
+    assert "sqli in query:q" in cmd.stdout
+
+
+def test_offline_score_agrees_with_the_daemon(host) -> None:
+    requests = [
+        {"id": "benign", "method": "GET", "path": "/search.php?q=coffee", "headers": {}, "body": ""},
+        {"id": "attack", "method": "GET", "path": f"/search.php?q={SQLI}", "headers": {}, "body": ""},
+        {"id": "broken", "method": "G E T", "path": "/", "headers": {}, "body": ""},
+    ]
+    payload = "\n".join(json.dumps(r) for r in requests)
+    cmd = host.run(
+        f"printf '%s\\n' {shlex.quote(payload)} | /opt/mlwaf/venv/bin/mlwaf score --config /etc/mlwaf/analyzer.toml"
+    )
+    assert cmd.rc == 0, cmd.stderr
+    out = {r["id"]: r for r in map(json.loads, cmd.stdout.splitlines())}
+    assert out["benign"]["verdict"] == "allow"
+    assert out["attack"]["verdict"] == "block"
+    assert out["attack"]["reasons"][0]["family"] == "sqli"
+    assert "error" in out["broken"]
+    online = host.run(f"ml_waf_analyzer.sh --json {shlex.quote('/search.php?q=' + SQLI)}").stdout
+    assert json.loads(online)["scores"]["attack"] == out["attack"]["scores"]["attack"]
+
+
+def test_fail_open_when_the_analyzer_is_stopped(host, client: Client) -> None:
+    host.run("systemctl stop mlwaf-analyzer.socket mlwaf-analyzer.service")
+    try:
+        marker = uuid.uuid4().hex
+        answer = client.request(f"/search.php?t={marker}&q={ML_ONLY_ATTACK}")
+        assert answer.status == 200, "fail-open: the request passes"
+        assert log_lines(host, "/var/log/apache2/ml_fallback.log", marker), "the fallback is logged"
+        assert "1006" in rule_ids(audit_entries(host, marker)[0])
+    finally:
+        host.run("systemctl start mlwaf-analyzer.socket mlwaf-analyzer.service")
+
+
+def test_killed_analyzer_comes_back(host, client: Client) -> None:
+    before = host.run("systemctl show -p MainPID --value mlwaf-analyzer").stdout.strip()
+    host.run("systemctl kill --signal=KILL mlwaf-analyzer.service")
+    assert wait_until(
+        lambda: (
+            host.run("systemctl show -p MainPID --value mlwaf-analyzer").stdout.strip() not in ("0", before)
+            and host.service("mlwaf-analyzer").is_running
+        )
+    )
+    marker = uuid.uuid4().hex
+    assert client.request(f"/search.php?t={marker}&q={ML_ONLY_ATTACK}").status == 403
+
+
+@pytest.fixture
+def crs_off(host):
+    """Run ModSecurity without CRS, then restore the scenario's settings."""
+    converge(host.backend.host, "--tags", "modsecurity_configure", "-e", '{"modsecurity_crs_enabled": false}')
+    yield
+    converge(host.backend.host, "--tags", "modsecurity_configure")
+
+
+def test_ml_blocks_with_crs_off(host, client: Client, crs_off) -> None:
+    assert "REQUEST-942" not in host.run("apache2ctl -t -D DUMP_INCLUDES").stdout
+    marker = uuid.uuid4().hex
+    answer = client.request(f"/search.php?t={marker}&q={SQLI}")
+    assert answer.status == 403
+    assert rule_ids(audit_entries(host, marker)[0]) == {"1004"}
+    assert client.request(f"/search.php?q=coffee&t={marker}").status == 200

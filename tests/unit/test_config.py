@@ -1,0 +1,77 @@
+"""Analyzer settings from TOML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlwaf.config import ConfigError, ParamAllow, from_dict, load
+
+
+def test_defaults() -> None:
+    settings = from_dict({})
+    assert settings.mode == "block"
+    assert settings.socket == "/run/mlwaf/analyzer.sock"
+    assert settings.worker_count >= 1
+
+
+def test_full_file(tmp_path: Path) -> None:
+    path = tmp_path / "analyzer.toml"
+    path.write_text(
+        """
+[server]
+socket = "/tmp/a.sock"
+workers = 3
+[decision]
+mode = "detection-only"
+allow_paths = ["/healthz"]
+allow_params = ["token", { name = "html", path = "/cms/" }]
+allow_networks = ["10.0.0.0/8", "2001:db8::1"]
+[limits]
+max_args = 50
+[logs]
+decision_log = "/tmp/d.jsonl"
+log_allowed = true
+[models.attack]
+path = "/m/attack.json"
+block_threshold = 0.95
+"""
+    )
+    settings = load(path)
+    assert settings.workers == 3
+    assert settings.mode == "detection-only"
+    assert settings.allow_params == (ParamAllow("token"), ParamAllow("html", "/cms/"))
+    assert len(settings.allow_networks) == 2
+    assert settings.limits.max_args == 50
+    assert settings.models["attack"].block_threshold == 0.95
+    assert settings.models["attack"].log_threshold is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"decison": {}}, "unknown setting"),
+        ({"decision": {"mode": "monitor"}}, "mode must be one of"),
+        ({"decision": {"allow_networks": ["10.0.0.300/8"]}}, "allow_networks"),
+        ({"decision": {"allow_params": [3]}}, "allow_params"),
+        ({"models": {"attack": {"path": "/m.json", "block_threshold": 1.5}}}, r"in \(0, 1\]"),
+        ({"models": {"attack": {}}}, "needs a path"),
+        ({"models": {"attack": {"path": "/m.json", "typo": 1}}}, "unknown setting"),
+        ({"server": {"workers": True}}, "not a boolean"),
+        ({"server": {"workers": -1}}, "workers"),
+        ({"server": {"socket_mode": "rw"}}, "octal"),
+        ({"limits": {"max_args": 0}}, "positive"),
+    ],
+)
+def test_bad_settings_say_what_is_wrong(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_dict(raw)
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(tmp_path / "missing.toml")
+    (tmp_path / "bad.toml").write_text("[server\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(tmp_path / "bad.toml")

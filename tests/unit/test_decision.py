@@ -1,0 +1,95 @@
+"""The decision engine: thresholds, modes, allowlists, reasons."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from mlwaf.config import ModelSettings, ParamAllow, Settings
+from mlwaf.decision import Analyzer, summary
+from mlwaf.request import Arg, Request
+
+MODEL = str(Path(__file__).resolve().parents[2] / "files" / "models" / "attack.json")
+ATTACK = "1' union select password from users--"
+
+
+def analyzer(**overrides) -> Analyzer:
+    settings = Settings(models={"attack": ModelSettings(path=MODEL)}, **overrides)
+    return Analyzer.from_settings(settings)
+
+
+def request(*args: Arg, path: str = "/search.php", client_ip: str = "198.51.100.9") -> Request:
+    return Request(method="GET", path=path, args=list(args), client_ip=client_ip)
+
+
+@pytest.fixture(scope="module")
+def default() -> Analyzer:
+    return analyzer()
+
+
+def test_attack_is_blocked_with_reasons(default: Analyzer) -> None:
+    reply = default.analyze(request(Arg("query", "page", "2"), Arg("query", "q", ATTACK)))
+    assert reply.verdict == "block"
+    assert reply.scores["attack"] >= default.thresholds["attack"].block
+    top = reply.reasons[0]
+    assert (top.model, top.family, top.source, top.name) == ("attack", "sqli", "query", "q")
+    assert all(r.name != "page" for r in reply.reasons)
+    assert reply.ms > 0
+    assert '"' not in reply.summary
+    assert "sqli in query:q" in reply.summary
+
+
+def test_benign_request_is_allowed(default: Analyzer) -> None:
+    reply = default.analyze(request(Arg("query", "q", "coffee grinder"), Arg("cookie", "session", "a1b2c3")))
+    assert reply.verdict == "allow"
+    assert reply.reasons == []
+    assert reply.scores["attack"] < default.thresholds["attack"].log
+
+
+def test_no_inputs_scores_zero(default: Analyzer) -> None:
+    reply = default.analyze(request())
+    assert reply.verdict == "allow"
+    assert reply.scores == {"attack": 0.0}
+
+
+def test_detection_only_logs_instead_of_blocking() -> None:
+    reply = analyzer(mode="detection-only").analyze(request(Arg("query", "q", ATTACK)))
+    assert reply.verdict == "log"
+    assert reply.reasons
+
+
+def test_configured_thresholds_override_the_model() -> None:
+    strict = Analyzer.from_settings(Settings(models={"attack": ModelSettings(MODEL, block_threshold=1.0)}))
+    reply = strict.analyze(request(Arg("query", "q", "<b>hello</b> and 1=1")))
+    assert reply.verdict in ("allow", "log")
+    assert strict.thresholds["attack"].block == 1.0
+
+
+def test_allowlisted_network_and_path_skip_the_models() -> None:
+    subject = analyzer(allow_networks=(ipaddress.ip_network("10.0.0.0/8"),), allow_paths=("/healthz",))
+    reply = subject.analyze(request(Arg("query", "q", ATTACK), client_ip="10.1.2.3"))
+    assert (reply.verdict, reply.note, reply.scores) == ("allow", "client network allowlisted", {})
+    reply = subject.analyze(request(Arg("query", "q", ATTACK), path="/healthz/deep"))
+    assert reply.note == "path allowlisted"
+    assert subject.analyze(request(Arg("query", "q", ATTACK), client_ip="not-an-ip")).verdict == "block"
+
+
+def test_allowlisted_parameter_is_not_scored() -> None:
+    subject = analyzer(allow_params=(ParamAllow("sql", "/admin/"),))
+    assert subject.analyze(request(Arg("body", "sql", ATTACK), path="/admin/query")).verdict == "allow"
+    assert subject.analyze(request(Arg("body", "sql", ATTACK), path="/public")).verdict == "block"
+
+
+def test_reasons_are_capped() -> None:
+    subject = analyzer(max_reasons=2)
+    args = [Arg("query", f"p{i}", ATTACK) for i in range(5)]
+    assert len(subject.analyze(request(*args)).reasons) == 2
+
+
+def test_summary_is_quote_free(default: Analyzer) -> None:
+    reply = default.analyze(request(Arg("query", 'x"y\\z', ATTACK)))
+    text = summary(reply)
+    assert '"' not in text
+    assert "\\" not in text

@@ -1,0 +1,100 @@
+"""Model loading, checks and the shipped attack model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlwaf.datasets import Sample
+from mlwaf.model import AttackModel, ModelError, load_model, sha256_file
+from mlwaf.train import TrainSettings, fit, write_checksums
+
+MODELS = Path(__file__).resolve().parents[2] / "files" / "models"
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    shutil.copytree(MODELS, tmp_path / "models")
+    return tmp_path / "models"
+
+
+def test_shipped_model_loads_and_matches_its_checksums() -> None:
+    model = load_model(MODELS / "attack.json")
+    assert model.families == ["sqli", "xss", "cmdi", "traversal"]
+    sums = dict(reversed(line.split("  ")) for line in (MODELS / "SHA256SUMS").read_text().splitlines())
+    for name, digest in sums.items():
+        assert sha256_file(MODELS / name) == digest
+    assert (MODELS / "attack.npz").stat().st_size <= 1_000_000
+
+
+def test_shipped_model_separates_attacks_from_ordinary_values() -> None:
+    model = load_model(MODELS / "attack.json")
+    block = model.thresholds["block"]
+    attacks = {
+        "1' OR '1'='1' -- ": "sqli",
+        "1 union select password from users--": "sqli",
+        "<script>alert(document.cookie)</script>": "xss",
+        "<svg/onload=alert(1)>": "xss",
+        "; cat /etc/passwd": "cmdi",
+        "`id`": "cmdi",
+        "../../../../etc/passwd": "traversal",
+    }
+    scores, families = model.score(list(attacks))
+    for (text, family), score, found in zip(attacks.items(), scores, families, strict=True):
+        assert score >= block, text
+        assert found == family, text
+    benign = ["alice", "wonderland", "coffee grinder", "jean.dupont@example.org", "2024-05-01", "O'Reilly", "42"]
+    scores, _ = model.score(benign)
+    assert (scores < block).all(), dict(zip(benign, scores.round(3), strict=True))
+
+
+def test_checksum_mismatch_is_refused(model_dir: Path) -> None:
+    with (model_dir / "attack.npz").open("ab") as handle:
+        handle.write(b"x")
+    with pytest.raises(ModelError, match="checksum mismatch"):
+        load_model(model_dir / "attack.json")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"spec": "ngram-hash-v0"}, "feature spec"),
+        ({"kind": "tflite"}, "unsupported kind"),
+        ({"weights": "missing.npz"}, "is missing"),
+    ],
+)
+def test_mismatched_metadata_is_refused(model_dir: Path, change: dict, message: str) -> None:
+    meta = json.loads((model_dir / "attack.json").read_text())
+    (model_dir / "attack.json").write_text(json.dumps({**meta, **change}))
+    with pytest.raises(ModelError, match=message):
+        load_model(model_dir / "attack.json")
+
+
+def test_unreadable_metadata(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="cannot read"):
+        load_model(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ModelError, match="not JSON"):
+        load_model(tmp_path / "bad.json")
+
+
+def test_weights_must_fit_the_classes() -> None:
+    with pytest.raises(ModelError, match="shapes"):
+        AttackModel("a", "", ["benign", "sqli"], 4, np.zeros((16, 3), np.float32), np.zeros(2, np.float32))
+
+
+def test_training_learns_and_writes_checksums(tmp_path: Path) -> None:
+    samples = [Sample(t, "sqli", "t") for t in ("1 or 1=1", "union select 1", "' or ''='", "1; drop table x")] * 20
+    samples += [Sample(t, "benign", "t") for t in ("hello", "coffee", "blue shirt", "paris")] * 20
+    model = fit(samples, TrainSettings(bits=12, epochs=5, batch=32, l2=0.0))
+    model.classes = ["benign", "sqli", "xss", "cmdi", "traversal"]
+    scores, families = model.score(["2 or 2=2", "tea"])
+    assert scores[0] > 0.5 > scores[1]
+    assert families[0] == "sqli"
+    (tmp_path / "m.json").write_text("{}")
+    write_checksums(tmp_path)
+    assert "m.json" in (tmp_path / "SHA256SUMS").read_text()

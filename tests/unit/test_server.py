@@ -1,0 +1,168 @@
+"""The analyzer daemon, run for real on a socket in a temporary folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlwaf.config import ModelSettings, Settings
+from mlwaf.decision import Analyzer
+from mlwaf.protocol import VERDICTS
+from mlwaf.server import handle_line
+
+MODEL = Path(__file__).resolve().parents[2] / "files" / "models" / "attack.json"
+ATTACK = {"v": 1, "id": "r1", "path": "/s", "args": [["query", "q", "1 union select password from users--"]]}
+
+
+def ask(path: Path, payload: bytes, timeout: float = 5.0) -> dict:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        conn.connect(str(path))
+        conn.sendall(payload)
+        conn.shutdown(socket.SHUT_WR)
+        data = b"".join(iter(lambda: conn.recv(65536), b""))
+    return json.loads(data)
+
+
+def line(message: dict) -> bytes:
+    return json.dumps(message).encode() + b"\n"
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("daemon")
+    sock, log = folder / "a.sock", folder / "decisions.jsonl"
+    config = folder / "analyzer.toml"
+    config.write_text(
+        f'[server]\nsocket = "{sock}"\nworkers = 2\n[logs]\ndecision_log = "{log}"\n[models.attack]\npath = "{MODEL}"\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlwaf.cli", "serve", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    while not sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sock.exists(), "the daemon did not open its socket"
+    yield proc, sock, log
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    assert "stopped" in proc.stderr.read()
+
+
+def test_socket_mode(daemon) -> None:
+    _, sock, _ = daemon
+    assert sock.stat().st_mode & 0o777 == 0o660
+
+
+def test_attack_and_benign(daemon) -> None:
+    _, sock, _ = daemon
+    reply = ask(sock, line(ATTACK))
+    assert reply["v"] == 1
+    assert reply["id"] == "r1"
+    assert reply["verdict"] == "block"
+    assert reply["reasons"][0]["name"] == "q"
+    benign = ask(sock, line({"v": 1, "args": [["query", "q", "tea"]]}))
+    assert benign["verdict"] == "allow"
+
+
+def test_many_concurrent_clients(daemon) -> None:
+    _, sock, _ = daemon
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        replies = list(pool.map(lambda i: ask(sock, line({**ATTACK, "id": str(i)})), range(400)))
+    assert sorted(int(r["id"]) for r in replies) == list(range(400))
+    assert {r["verdict"] for r in replies} == {"block"}
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        (b"not json\n", "not JSON"),
+        (b'{"v": 2}\n', "unsupported protocol version"),
+        (b'{"v": 1, "args": "x"}\n', "args must be a list"),
+        (b'{"v": 1, "id": "t", "args": [[1, 2, 3]]\n', "not JSON"),
+        (b"\xff\xfe\x00garbage\n", "not JSON"),
+    ],
+)
+def test_bad_messages_get_a_safe_answer(daemon, payload: bytes, error: str) -> None:
+    _, sock, _ = daemon
+    reply = ask(sock, payload)
+    assert reply["verdict"] == "allow"
+    assert error in reply["error"]
+
+
+def test_oversize_message_and_silent_clients(daemon) -> None:
+    _, sock, _ = daemon
+    reply = ask(sock, b'{"v": 1, "args": [["query", "q", "' + b"a" * (2 << 20) + b'"]]}\n', timeout=10)
+    assert reply["verdict"] == "allow"
+    assert "larger than" in reply["error"]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:  # connect and leave without a word
+        conn.connect(str(sock))
+    assert ask(sock, line(ATTACK))["verdict"] == "block"
+
+
+def test_deep_json_and_many_args(daemon) -> None:
+    _, sock, _ = daemon
+    deep = b'{"v": 1, "x": ' + b"[" * 100000 + b"]" * 100000 + b"}\n"
+    assert ask(sock, deep)["verdict"] == "allow"
+    many = {"v": 1, "args": [["query", f"p{i}", "x"] for i in range(5000)]}
+    reply = ask(sock, line(many))
+    assert reply["verdict"] == "allow"
+    assert reply["anomalies"] == ["args_truncated"]
+
+
+def test_decision_log(daemon) -> None:
+    _, sock, log = daemon
+    ask(sock, line({**ATTACK, "id": "logged", "client_ip": "192.0.2.1", "method": "POST"}))
+    deadline = time.monotonic() + 5  # the worker writes the log line just after it answers
+    while '"logged"' not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    records = [json.loads(x) for x in log.read_text().splitlines()]
+    record = next(r for r in records if r["id"] == "logged")
+    assert (record["verdict"], record["client_ip"], record["method"]) == ("block", "192.0.2.1", "POST")
+    assert all(r["verdict"] != "allow" or "error" in r for r in records), "allowed requests are not logged by default"
+
+
+def workers(pid: int) -> list[str]:
+    return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout.split()
+
+
+def test_dead_worker_is_replaced(daemon) -> None:
+    proc, sock, _ = daemon
+    children = workers(proc.pid)
+    assert len(children) == 2
+    os.kill(int(children[0]), signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = workers(proc.pid)
+        if len(now) == 2 and children[0] not in now:
+            break
+        time.sleep(0.1)
+    assert len(now) == 2
+    assert children[0] not in now
+    assert ask(sock, line(ATTACK))["verdict"] == "block"
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Analyzer:
+    return Analyzer.from_settings(Settings(models={"attack": ModelSettings(path=str(MODEL))}))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000) | st.text(max_size=500).map(str.encode))
+def test_any_bytes_get_a_valid_reply(analyzer: Analyzer, data: bytes) -> None:
+    reply, _ = handle_line(analyzer, data)
+    assert reply.verdict in VERDICTS
+    json.loads(reply.encode())
