@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Benchmark the analyzer alone: offline scoring rate, socket round trips, memory.
 
-    .venv/bin/python scripts/bench-analyzer.py [--requests 20000] [--clients 200] [--seconds 10]
+    .venv/bin/python scripts/bench-analyzer.py [--requests 20000] [--clients 200] [--seconds 10] [--rate R]
 
 1. `mlwaf score` code path on one CPU (pinned): requests/s over a mix of
    benign requests and attacks (query, form, JSON bodies).
 2. A real daemon (`mlwaf serve`, default workers) on a temporary socket, and
    --clients concurrent connection-per-request clients (threads spread over
-   client processes): round-trip percentiles at the rate they reach, and that rate.
+   client processes): round-trip percentiles and the rate reached. Closed
+   loop (each client sends again as soon as it has its answer) measures the
+   most the daemon serves; --rate R paces the clients to R requests/s in
+   total, as Apache workers at a given load would.
 3. The daemon's memory with the models loaded: RSS of parent and workers, and
    their proportional set size (PSS, shared model pages counted once).
 Prints a markdown table; nothing here is a pass/fail test.
@@ -94,7 +97,7 @@ def protocol_lines() -> list[bytes]:
     return out
 
 
-def client_process(sock: str, threads: int, seconds: float, queue: multiprocessing.Queue) -> None:
+def client_process(sock: str, threads: int, seconds: float, interval: float, queue: multiprocessing.Queue) -> None:
     lines = protocol_lines()
     latencies: list[float] = []
     errors = [0]
@@ -102,7 +105,11 @@ def client_process(sock: str, threads: int, seconds: float, queue: multiprocessi
 
     def loop(offset: int) -> None:
         i = offset
+        next_send = time.monotonic() + interval * offset / max(threads, 1)
         while time.monotonic() < stop:
+            if interval:  # open loop: each client sends at a fixed pace, whatever the latency
+                time.sleep(max(0.0, next_send - time.monotonic()))
+                next_send += interval
             started = time.perf_counter()
             try:
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
@@ -144,7 +151,7 @@ def memory(pid: int) -> tuple[float, float]:
     return rss / 1024, pss / 1024
 
 
-def bench_socket(clients: int, seconds: float) -> dict[str, float]:
+def bench_socket(clients: int, seconds: float, rate: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
         sock = f"{folder}/a.sock"
         config = Path(folder) / "a.toml"
@@ -158,7 +165,9 @@ def bench_socket(clients: int, seconds: float) -> dict[str, float]:
             procs = max(1, min(4, clients // 50))
             queue: multiprocessing.Queue = multiprocessing.Queue()
             runners = [
-                multiprocessing.Process(target=client_process, args=(sock, clients // procs, seconds, queue))
+                multiprocessing.Process(
+                    target=client_process, args=(sock, clients // procs, seconds, clients / rate if rate else 0, queue)
+                )
                 for _ in range(procs)
             ]
             for r in runners:
@@ -190,15 +199,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=0, help="total requests/s, open loop (default: closed loop)")
     args = parser.parse_args()
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(1) as pool:
         score_rate = pool.apply(bench_score, (args.requests,))
-    result = bench_socket(args.clients, args.seconds)
+    result = bench_socket(args.clients, args.seconds, args.rate)
+    loop = f"open loop at {args.rate:,.0f}/s" if args.rate else "closed loop"
     print(f"CPUs: {len(os.sched_getaffinity(0))}; mix: 95% benign (query, form, JSON), 5% attacks\n")
     print("| measure | value |\n|---|---|")
     print(f"| `mlwaf score` on one CPU | {score_rate:,.0f} requests/s |")
-    print(f"| socket, {args.clients} concurrent clients (closed loop) | {result['rate']:,.0f} requests/s |")
+    print(f"| socket, {args.clients} concurrent clients ({loop}) | {result['rate']:,.0f} requests/s |")
     for p in ("p50", "p95", "p99"):
         print(f"| socket round trip {p} | {result[p]:.2f} ms |")
     print(f"| failed round trips | {result['errors']} |")
