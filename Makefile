@@ -8,7 +8,7 @@ BIN       := $(VENV)/bin
 SCENARIOS ?= default trixie
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help host-deps venv demo demo-destroy test lint unit molecule clean-cache
+.PHONY: help host-deps venv demo demo-destroy test lint unit molecule wheel bench-analyzer clean-cache
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -45,6 +45,13 @@ unit: venv ## Unit tests
 
 molecule: host-deps venv ## Molecule scenarios (Debian 12 docroot mode, Debian 13 proxy mode)
 	@set -e; for s in $(SCENARIOS); do molecule test -s $$s; done
+
+wheel: venv ## Build the mlwaf wheel into dist/ (for ml_analyzer_wheel on air-gapped controllers)
+	SOURCE_DATE_EPOCH=315532800 $(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
+
+bench-analyzer: venv ## Analyzer alone: mlwaf score rate, socket round trips (closed loop and 2000/s), memory
+	$(BIN)/python scripts/bench-analyzer.py --seconds 8
+	$(BIN)/python scripts/bench-analyzer.py --seconds 8 --rate 2000
 
 clean-cache: ## Drop the cached Debian root filesystems and packages
 	rm -rf "$${MLWAF_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/mlwaf}"

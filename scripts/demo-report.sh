@@ -28,6 +28,7 @@ try "SQL injection      POST /login.php" --data-urlencode "username=admin' OR '1
 try "reflected XSS      GET /search.php" "$base/search.php?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E"
 try "path traversal     GET /index.php" "$base/index.php?file=../../../../etc/passwd"
 try "command injection  GET /search.php" "$base/search.php?q=%3Bcat%20%2Fetc%2Fpasswd"
+try "command injection CRS misses, ML blocks" "$base/search.php?q=%60id%60&t=$marker-ml"
 try "HTTPS              GET /index.php" "https://127.0.0.1/index.php"
 echo
 echo "Audit-log entry of the blocked SQL injection (/var/log/apache2/modsec_audit.log):"
@@ -40,6 +41,10 @@ for line in sys.stdin:
     for m in e["audit_data"].get("messages", []):
         rid=re.search(r"\[id \"(\d+)\"\]", m); msg=re.search(r"\[msg \"([^\"]*)\"\]", m)
         print("  rule", rid.group(1) if rid else "?", "-", msg.group(1) if msg else m[:100])'
+echo
+echo "The ML analyzer's view (/var/log/apache2/ml_analyzer.log, and ml_waf_analyzer.sh on the host):"
+ssh_to_host "grep -F $marker-ml /var/log/apache2/ml_analyzer.log | tail -n1 | sed 's/^/  /'"
+ssh_to_host "ml_waf_analyzer.sh '/login.php' -X POST -d 'username=admin%27%20or%201%3D1--&password=x' | sed 's/^/  /'"
 echo
 echo "The attack-simulation page: $base/test.php ; a shell on the host: .venv/bin/molecule login -s $scenario"
 echo "Tear it down with: make demo-destroy"
