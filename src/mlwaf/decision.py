@@ -59,8 +59,7 @@ class Analyzer:
 
     def _inputs(self, request: Request) -> list[Arg]:
         allowed = [p for p in self.settings.allow_params if request.path.startswith(p.path)]
-        args = [a for a in request.args if not any(a.name == p.name for p in allowed)]
-        return args
+        return [a for a in request.args if not any(a.name == p.name for p in allowed)]
 
     def analyze(self, request: Request, started: float | None = None) -> Reply:
         started = time.perf_counter() if started is None else started
