@@ -8,7 +8,7 @@ BIN       := $(VENV)/bin
 SCENARIOS ?= default trixie
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help host-deps venv demo demo-destroy test lint unit molecule wheel bench-analyzer clean-cache
+.PHONY: help host-deps venv demo demo-destroy test lint unit molecule wheel bench bench-analyzer clean-cache
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -48,6 +48,10 @@ molecule: host-deps venv ## Molecule scenarios (Debian 12 docroot mode, Debian 1
 
 wheel: venv ## Build the mlwaf wheel into dist/ (for ml_analyzer_wheel on air-gapped controllers)
 	SOURCE_DATE_EPOCH=315532800 $(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
+
+bench: host-deps venv ## The appliance under wrk, stack by stack (Apache .. CRS + ML); writes bench/results.*
+	molecule converge -s default
+	$(BIN)/python scripts/bench-appliance.py
 
 bench-analyzer: venv ## Analyzer alone: mlwaf score rate, socket round trips (closed loop and 2000/s), memory
 	$(BIN)/python scripts/bench-analyzer.py --seconds 8

@@ -19,6 +19,7 @@ Prints a markdown table; nothing here is a pass/fail test.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing
 import os
@@ -61,11 +62,13 @@ ATTACKS = [
 
 
 def mix(count: int) -> list[str]:
-    """95% benign, 5% attacks, as JSON lines."""
+    """95% benign, 5% attacks, as JSON lines. Every request carries a session
+    cookie never seen before, so none is answered from the score cache alone."""
     out = []
     for i in range(count):
         source = ATTACKS[i % len(ATTACKS)] if i % 20 == 0 else BENIGN[i % len(BENIGN)]
-        out.append(json.dumps({"id": i, **source}))
+        headers = {**source["headers"], "Cookie": f"sid={hashlib.sha1(str(i).encode()).hexdigest()[:26]}"}
+        out.append(json.dumps({"id": i, **source, "headers": headers}))
     return out
 
 
@@ -84,7 +87,7 @@ def protocol_lines() -> list[bytes]:
     from mlwaf.cli import query_message  # noqa: PLC0415
 
     out = []
-    for source in mix(100):
+    for source in mix(20000):  # more distinct cookies than the score cache holds
         record = json.loads(source)
         args = argparse.Namespace(
             method=record["method"],
@@ -206,7 +209,7 @@ def main() -> None:
         score_rate = pool.apply(bench_score, (args.requests,))
     result = bench_socket(args.clients, args.seconds, args.rate)
     loop = f"open loop at {args.rate:,.0f}/s" if args.rate else "closed loop"
-    print(f"CPUs: {len(os.sched_getaffinity(0))}; mix: 95% benign (query, form, JSON), 5% attacks\n")
+    print(f"CPUs: {len(os.sched_getaffinity(0))}; mix: 95% benign (query, form, JSON), 5% attacks, a new cookie each\n")
     print("| measure | value |\n|---|---|")
     print(f"| `mlwaf score` on one CPU | {score_rate:,.0f} requests/s |")
     print(f"| socket, {args.clients} concurrent clients ({loop}) | {result['rate']:,.0f} requests/s |")

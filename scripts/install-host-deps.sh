@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the local test hosts need on a Debian controller: debootstrap
-# and systemd-nspawn to make and boot them, an SSH client to reach them.
+# and systemd-nspawn to make and boot them, an SSH client to reach them, wrk
+# for the benchmarks.
 set -euo pipefail
-packages=(debootstrap systemd-container openssh-client iproute2)
+packages=(debootstrap systemd-container openssh-client iproute2 wrk)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -187,6 +187,53 @@ def generated_benign(count: int, seed: int) -> list[Sample]:
     return [Sample(rng.choice(makers)(), "benign", "generated") for _ in range(count)]
 
 
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def generated_tokens(count: int, seed: int, source: str = "generated-tokens") -> list[Sample]:
+    """Machine-made values that fill real requests: session ids, CSRF tokens,
+    UUIDs, JWTs, hashes, base64 blobs, timestamps, coordinates, and the runs of
+    one key that people type into test forms. Random
+    strings contain look-alikes of attack n-grams (``0-0``, ``or``, ``..``) by
+    chance, so a model that never saw them blocks a share of real users."""
+    rng = random.Random(seed)
+
+    def text(alphabet: str, low: int, high: int) -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randint(low, high)))
+
+    def hexa(n: int) -> str:
+        return "".join(rng.choice("0123456789abcdef") for _ in range(n))
+
+    def uuid() -> str:
+        return "-".join(hexa(n) for n in (8, 4, 4, 4, 12))
+
+    makers = (
+        lambda: hexa(rng.choice((8, 16, 24, 32, 40, 64))),
+        lambda: hexa(rng.choice((16, 32))).upper(),
+        uuid,
+        lambda: "{" + uuid().upper() + "}",
+        lambda: f"{rng.randint(0, 99)}-{hexa(rng.choice((6, 8, 12)))}",
+        lambda: f"{rng.choice(('sess', 'tok', 'csrf', 'req', 'v2', 'id', 'sk'))}{rng.choice('_-.:')}{hexa(24)}",
+        lambda: text(_B64 + "+/", 16, 64) + rng.choice(("", "=", "==")),
+        lambda: text(_B64 + "-_", 16, 64),
+        lambda: ".".join(text(_B64 + "-_", 16, 60) for _ in range(3)),  # a JWT
+        lambda: (
+            f"{rng.randint(2000, 2030)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T"
+            f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}"
+            + rng.choice(("Z", ".123Z", "+02:00", "-05:00"))
+        ),
+        lambda: str(rng.randint(1_000_000_000, 1_999_999_999)) + rng.choice(("", "000", f".{rng.randint(0, 999)}")),
+        lambda: f"{rng.uniform(-90, 90):.6f},{rng.uniform(-180, 180):.6f}",
+        lambda: f"{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}",
+        lambda: "-".join(text(_B64[:36], 4, 6) for _ in range(rng.randint(2, 5))),
+        lambda: f"GA1.{rng.randint(1, 3)}.{rng.randint(10**8, 10**10)}.{rng.randint(10**9, 2 * 10**9)}",
+        # what people type into test forms: runs of one key and keyboard mashing
+        lambda: rng.choice("abcdefghijklmnopqrstuvwxyz0123456789-_=*#+~ ") * rng.randint(3, 80),
+        lambda: rng.choice(("asdf", "qwerty", "test", "abc", "123", "lol", "ha", "zz", "xo")) * rng.randint(2, 12),
+    )
+    return [Sample(rng.choice(makers)(), "benign", source) for _ in range(count)]
+
+
 def licence_prose(limit: int) -> list[Sample]:
     """Sentences of ordinary English prose from the licence texts every Debian system ships."""
     out: list[Sample] = []
@@ -199,13 +246,16 @@ def licence_prose(limit: int) -> list[Sample]:
 def training_and_test(root: Path, seed: int = 7) -> tuple[list[Sample], list[Sample]]:
     """The training set and the untouched test set, split by source.
 
-    Test: HttpParamsDataset's own test file, gotestwaf's cases and mgm's benign
-    look-alikes. Training: everything else (the three overlapping payload
+    Test: HttpParamsDataset's own test file, gotestwaf's cases, mgm's benign
+    look-alikes, and generated tokens from another seed. Training: everything else (the three overlapping payload
     collections stay together on the training side).
     """
     train = httpparams(root, "train") + wordlists(root) + csic_benign(root)
-    train += generated_benign(30000, seed) + licence_prose(20000)
+    train += generated_benign(30000, seed) + generated_tokens(20000, seed) + licence_prose(20000)
+    # Tokens from another seed check the model on values it has not seen; they
+    # test the generator's kinds of token, not real traffic.
     test = httpparams(root, "test") + gotestwaf(root) + mgm_lookalikes(root)
+    test += generated_tokens(5000, seed + 1000, "generated-tokens-test")
     test_texts = {s.text for s in test}
     train = [s for s in train if s.text not in test_texts]
     return train, test

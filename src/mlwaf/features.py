@@ -5,7 +5,10 @@ text. Text is first normalised the way attackers are known to obfuscate it:
 leftover %-escapes (double encoding) and HTML entities are decoded once more,
 case is folded and digits collapse to ``0``. The normalised bytes are then
 cut into overlapping 1- to 4-byte n-grams, each hashed into one of
-``2**bits`` buckets. All values of one request are hashed in one pass of a few
+``2**bits`` buckets, and each bucket counts once per value (presence, not
+count: a value made of one word repeated a hundred times weighs what the
+word weighs, so padding neither hides an attack nor makes a benign run of
+``testtesttest...`` look like one). All values of one request are hashed in one pass of a few
 numpy operations, so the cost per request hardly depends on how many inputs
 it has.
 
@@ -21,7 +24,7 @@ import re
 import numpy as np
 import numpy.typing as npt
 
-SPEC_VERSION = "ngram-hash-v1"
+SPEC_VERSION = "ngram-hash-v2"
 NGRAM_SIZES = (1, 2, 3, 4)  # consecutive, starting at 1: each size extends the previous hash
 MAX_CHARS = 2048  # only the first MAX_CHARS bytes of a value are read
 _START, _END = 2, 3  # framing bytes, so that n-grams see where a value begins and ends
@@ -42,10 +45,10 @@ def normalise(value: str) -> bytes:
 
 
 def hash_ngrams(values: list[str], bits: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    """Bucket ids of every n-gram of every value, and which value each belongs to.
+    """The distinct n-gram buckets of every value, and which value each belongs to.
 
-    Returns ``(buckets, owner)``, two arrays of equal length; ``owner[i]`` is the
-    index in ``values`` of the value that n-gram ``i`` came from.
+    Returns ``(buckets, owner)``, two arrays of equal length, sorted by owner;
+    ``owner[i]`` is the index in ``values`` of the value bucket ``i`` came from.
     """
     if not values:
         return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
@@ -66,4 +69,5 @@ def hash_ngrams(values: list[str], bits: int) -> tuple[npt.NDArray[np.intp], npt
         same_value = owner_of_byte[:count] == owner_of_byte[n - 1 : n - 1 + count]
         buckets.append((mixed[same_value] & mask).astype(np.intp))
         owners.append(owner_of_byte[:count][same_value])
-    return np.concatenate(buckets), np.concatenate(owners)
+    keys = np.unique((np.concatenate(owners) << bits) | np.concatenate(buckets))
+    return keys & int(mask), keys >> bits

@@ -2,7 +2,7 @@
 
 A model is a metadata JSON file next to its weights::
 
-    attack.json   {"name": "attack", "kind": "ngram-linear", "spec": "ngram-hash-v1",
+    attack.json   {"name": "attack", "kind": "ngram-linear", "spec": "ngram-hash-v2",
                    "classes": ["benign", "sqli", ...], "bits": 16,
                    "weights": "attack.npz", "sha256": "<hex of attack.npz>",
                    "thresholds": {"block": 0.5, "log": 0.3}, ...}
@@ -11,6 +11,11 @@ A model is a metadata JSON file next to its weights::
 Loading checks the checksum and the feature-spec version, so a damaged or
 mismatched model is refused with a readable reason instead of scoring
 nonsense. Scoring is a few vectorised numpy operations per batch of values.
+
+Real traffic repeats itself (page numbers, sort keys, user names, search
+terms), so each model remembers the scores of the last CACHE_ENTRIES short
+values it saw. A score depends only on the value, so the cache changes the
+cost of a request, never its verdict.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import numpy.typing as npt
 from mlwaf.features import SPEC_VERSION, hash_ngrams
 
 BENIGN = "benign"
+CACHE_ENTRIES = 16384  # per model and worker process; oldest entry dropped first
+CACHE_MAX_CHARS = 256  # longer values are scored every time (bounds the cache at a few MB)
 
 
 class ModelError(RuntimeError):
@@ -52,6 +59,7 @@ class AttackModel:
     bias: npt.NDArray[np.float32]
     thresholds: dict[str, float] = field(default_factory=dict)
     metadata: dict[str, object] = field(default_factory=dict)
+    _cache: dict[str, tuple[float, str]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if BENIGN not in self.classes:
@@ -70,22 +78,35 @@ class AttackModel:
         if not values:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         buckets, owner = hash_ngrams(values, self.bits)
-        # Sum the n-gram weight rows per value: a one-hot (values x n-grams) matrix product.
-        onehot = np.zeros((len(values), owner.size), dtype=np.float32)
-        onehot[owner, np.arange(owner.size)] = 1.0
-        logits = onehot @ self.weights[buckets] + self.bias
+        # Sum the n-gram weight rows per value, one class column at a time:
+        # memory grows with the number of n-grams, not values x n-grams.
+        rows = self.weights[buckets]
+        logits = np.empty((len(values), len(self.classes)), dtype=np.float64)
+        for column in range(len(self.classes)):
+            logits[:, column] = np.bincount(owner, weights=rows[:, column], minlength=len(values))
+        logits += self.bias
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
+        return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
 
     def score(self, values: list[str]) -> tuple[npt.NDArray[np.float32], list[str]]:
         """Attack probability (1 - P(benign)) and the most likely family, per value."""
-        probs = self.probabilities(values)
-        if not values:
-            return np.zeros(0, dtype=np.float32), []
-        attack = 1.0 - probs[:, self._benign]
-        best = probs[:, self._attack_columns].argmax(axis=1)
-        return attack, [self.classes[self._attack_columns[i]] for i in best]
+        cache = self._cache
+        found = [cache.get(v) for v in values]
+        missing = [i for i, hit in enumerate(found) if hit is None]
+        if missing:
+            fresh = [values[i] for i in missing]
+            probs = self.probabilities(fresh)
+            attack = (1.0 - probs[:, self._benign]).tolist()
+            best = probs[:, self._attack_columns].argmax(axis=1)
+            for i, value, score, column in zip(missing, fresh, attack, best, strict=True):
+                found[i] = (score, self.classes[self._attack_columns[column]])
+                if len(value) <= CACHE_MAX_CHARS and CACHE_ENTRIES > 0:
+                    if len(cache) >= CACHE_ENTRIES:
+                        del cache[next(iter(cache))]
+                    cache[value] = found[i]  # type: ignore[assignment]
+        pairs = [hit for hit in found if hit is not None]
+        return np.array([s for s, _ in pairs], dtype=np.float32), [f for _, f in pairs]
 
 
 def load_model(metadata_path: str | Path) -> AttackModel:

@@ -20,6 +20,7 @@ import grp
 import os
 import signal
 import socket
+import struct
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,9 @@ from mlwaf.protocol import (
 from mlwaf.request import Request
 
 SD_LISTEN_FDS_START = 3
-READ_TIMEOUT_S = 2.0
+READ_TIMEOUT_S = 2
+# A kernel timeout on a blocking socket: no poll() before every recv and send.
+_READ_TIMEOUT = struct.pack("ll", READ_TIMEOUT_S, 0)
 DRAIN_LIMIT = 64 << 20
 
 
@@ -137,7 +140,8 @@ def worker(listener: socket.socket, analyzer: Analyzer, decisions: DecisionLog) 
             continue
         with conn:
             try:
-                conn.settimeout(READ_TIMEOUT_S)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _READ_TIMEOUT)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _READ_TIMEOUT)
                 line = read_line(conn)
                 if not line.strip():
                     continue

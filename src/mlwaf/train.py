@@ -130,7 +130,11 @@ def train_attack(data_root: Path, out_dir: Path, settings: TrainSettings, progre
     held_out = set(rng.choice(len(train), size=len(train) // 10, replace=False).tolist())
     fit_part = [s for i, s in enumerate(train) if i not in held_out]
     # Calibrate on real benign values only: the generated ones are too easy to set a threshold with.
-    calibration = [s for i, s in enumerate(train) if i in held_out and s.family == "benign" and s.source != "generated"]
+    calibration = [
+        s
+        for i, s in enumerate(train)
+        if i in held_out and s.family == "benign" and not s.source.startswith("generated")
+    ]
     model = fit(fit_part, settings, progress)
     block = calibrate(model, calibration, settings.target_fpr)
     log = round(max(0.5, block - 0.2), 4)

@@ -111,6 +111,20 @@ def test_decision_log_is_json_for_a_siem(host, client: Client) -> None:
     assert record["scores"]["attack"] >= 0.9
 
 
+def test_decision_log_survives_rotation(host, client: Client) -> None:
+    client.request(f"/search.php?t={uuid.uuid4().hex}&q={ML_ONLY_ATTACK}")  # something to rotate
+    rotate = host.run("logrotate --force /etc/logrotate.d/mlwaf")
+    assert rotate.rc == 0, rotate.stderr
+    rotated = host.file(f"{DECISIONS}.1")
+    assert rotated.exists
+    size_before = rotated.size
+    client.request(f"/search.php?t={uuid.uuid4().hex}&q={ML_ONLY_ATTACK}")
+    # The workers reopened the log on the SIGHUP from postrotate: the block lands in the new file.
+    assert wait_until(lambda: host.file(DECISIONS).exists and host.file(DECISIONS).size > 0)
+    assert host.file(DECISIONS).user == "mlwaf"
+    assert rotated.size == size_before
+
+
 def test_performance_log_is_csv(host, client: Client) -> None:
     client.request(f"/search.php?q=tea&t={uuid.uuid4().hex}")
     last = host.run("tail -n 1 /var/log/apache2/ml_performance.log").stdout.strip()

@@ -22,9 +22,20 @@ def test_ngrams_per_value_and_no_crossing() -> None:
     buckets, owner = hash_ngrams(values, 12)
     assert buckets.shape == owner.shape
     assert buckets.max() < 1 << 12
-    # A framed value of length L+2 has L+2-n+1 n-grams of each size n.
+    # A framed value of length L+2 has L+2-n+1 n-grams of each size n (all
+    # distinct here, barring a hash collision).
     expected = [sum(max(0, len(v) + 2 - n + 1) for n in NGRAM_SIZES) for v in values]
     assert np.bincount(owner, minlength=3).tolist() == expected
+
+
+def test_each_bucket_counts_once_per_value() -> None:
+    short, _ = hash_ngrams(["test" * 3], 16)
+    long, _ = hash_ngrams(["test" * 300], 16)
+    assert short.tolist() == long.tolist()
+    buckets, owner = hash_ngrams(["aaaaaaaa", "aaaaaaaa"], 16)
+    for value in (0, 1):
+        mine = buckets[owner == value]
+        assert len(set(mine.tolist())) == mine.size
 
 
 def test_ngrams_are_deterministic_and_order_free() -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
+import string
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +53,37 @@ def test_shipped_model_separates_attacks_from_ordinary_values() -> None:
     benign = ["alice", "wonderland", "coffee grinder", "jean.dupont@example.org", "2024-05-01", "O'Reilly", "42"]
     scores, _ = model.score(benign)
     assert (scores < block).all(), dict(zip(benign, scores.round(3), strict=True))
+
+
+def test_shipped_model_leaves_machine_values_alone() -> None:
+    model = load_model(MODELS / "attack.json")
+    rng = random.Random(2026)
+    alphabet = string.ascii_letters + string.digits + "-_"
+    values = [
+        *("".join(rng.choice(alphabet) for _ in range(32)) for _ in range(300)),  # base64url tokens
+        *(f"{rng.randint(0, 9)}-{rng.getrandbits(32):08x}" for _ in range(300)),  # <n>-<hex> ids
+        *(str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(100)),
+        "testtesttesttesttesttesttest",
+        "x" * 500,
+        "aaaaaaaaaaaaaaaaaaaaaaaa",
+    ]
+    scores, _ = model.score(values)
+    blocked = [v for v, s in zip(values, scores, strict=True) if s >= model.thresholds["block"]]
+    assert len(blocked) <= 2, blocked  # at most 0.3%
+
+
+def test_score_cache_changes_cost_not_scores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mlwaf.model.CACHE_ENTRIES", 4)
+    model = load_model(MODELS / "attack.json")
+    values = ["alice", "1' or '1'='1", "alice", "<b>", "x" * 300, "page", "sort", "2"]
+    first = model.score(values)
+    assert len(model._cache) == 4  # bounded; the 300-character value was never cached
+    assert "x" * 300 not in model._cache
+    again = model.score(values)  # mostly from the cache now
+    fresh = load_model(MODELS / "attack.json").score(values)
+    for got in (first, again):
+        assert got[0].tolist() == fresh[0].tolist()
+        assert got[1] == fresh[1]
 
 
 def test_checksum_mismatch_is_refused(model_dir: Path) -> None:

@@ -4,7 +4,10 @@
 -- them, to the analyzer over its Unix socket (protocol version 1: one JSON
 -- line each way) and copies the answer into TX variables:
 --   tx.mlwaf_verdict   allow | block | log
---   tx.mlwaf_score_<model>, tx.mlwaf_summary, tx.mlwaf_ms
+--   tx.mlwaf_score_<model>, tx.mlwaf_summary
+--   tx.mlwaf_ms        round trip as Apache pays it (connect, send, analyse,
+--                      answer), milliseconds; the analyzer's own time is in
+--                      its decision log
 --   tx.mlwaf_fallback  set only when the analyzer could not answer (why)
 -- The rules in /etc/modsecurity/mlwaf.d/ml-analyzer.conf act on them.
 -- ModSecurity 2.9 runs every script in a fresh Lua state, so nothing is
@@ -65,9 +68,26 @@ local function message()
   })
 end
 
-local function ask()
+-- lua-socket's Unix socket module: straight from the library the rules name
+-- (tx.mlwaf_lua_unix, kept loaded by Apache), which skips require()'s search
+-- of the Lua paths and the rest of lua-socket; require() as a fallback.
+local function unix_module()
+  local library = m.getvar("tx.mlwaf_lua_unix", "none")
+  local open = library and package.loadlib(library, "luaopen_socket_unix")
+  if open then return open() end
   local ok, unix = pcall(require, "socket.unix")
-  if not ok then return fallback("lua-socket is not installed") end
+  return ok and unix or nil
+end
+
+-- Microseconds since the transaction began (ModSecurity's clock).
+local function now_us()
+  return tonumber(m.getvar("DURATION", "none")) or 0
+end
+
+local function ask()
+  local start = now_us()
+  local unix = unix_module()
+  if not unix then return fallback("lua-socket is not installed") end
   local timeout = (tonumber(var("tx.mlwaf_timeout_ms")) or 50) / 1000
   local path = m.getvar("tx.mlwaf_socket", "none") or "/run/mlwaf/analyzer.sock"
 
@@ -87,7 +107,7 @@ local function ask()
   local problem = string.match(line, '"error":"([^"]*)"')
   if problem then m.log(3, "mlwaf: analyzer could not read the request: " .. problem) end
   m.setvar("tx.mlwaf_verdict", verdict)
-  m.setvar("tx.mlwaf_ms", string.match(line, '"ms":([%d%.]+)') or "0")
+  m.setvar("tx.mlwaf_ms", string.format("%.3f", (now_us() - start) / 1000))
   m.setvar("tx.mlwaf_summary", string.match(line, '"summary":"([^"]*)"') or "")
   for name, score in string.gmatch(string.match(line, '"scores":{([^}]*)}') or "", '"([%w_]+)":([%d%.eE+-]+)') do
     m.setvar("tx.mlwaf_score_" .. name, score)

@@ -1,0 +1,299 @@
+#!/usr/bin/env python3
+"""Benchmark the appliance end to end, one stack after the other, in one run.
+
+    .venv/bin/python scripts/bench-appliance.py [--scenario default] [--seconds 10] [--connections 200]
+
+The Molecule scenario's host must be up (`molecule converge -s default`). For
+each stack the playbook is converged again with the stack's variables, so
+what is measured is what the roles deploy:
+
+    apache      Apache alone (ModSecurity module disabled)
+    modsec      + ModSecurity engine, no rules
+    crs         + OWASP CRS at paranoia level 1
+    ml          ModSecurity + the ML analyzer, CRS off
+    crs_ml      + CRS PL1 + the ML analyzer (the appliance's default, last)
+
+wrk (on this machine, over loopback) sends the request mix of
+bench/wrk-mix.lua: a static page, a login form POST and a JSON API call in
+equal shares, first benign only, then with 5% attacks. Per run: requests/s,
+latency p50/p95/p99 (wrk), CPU milliseconds per request (all of this
+machine's busy CPU time during the run minus wrk's own, per request) and,
+where the analyzer runs, the bridge's round trip to it as Apache saw it
+(from ml_performance.log). The test host shares this machine's CPUs with wrk.
+
+Writes bench/results.json, bench/results.md and bench/results.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+PERF_LOG = "/var/log/apache2/ml_performance.log"
+FALLBACK_LOG = "/var/log/apache2/ml_fallback.log"
+
+STACKS: dict[str, tuple[str, dict[str, object]]] = {
+    "apache": ("Apache alone", {"modsecurity_module_enabled": False}),
+    "modsec": ("+ ModSecurity, no rules", {"modsecurity_crs_enabled": False, "ml_analyzer_enabled": False}),
+    "crs": ("+ CRS PL1", {"ml_analyzer_enabled": False}),
+    "ml": ("ML without CRS", {"modsecurity_crs_enabled": False}),
+    "crs_ml": ("+ CRS PL1 + ML", {}),
+}
+MIXES = {"benign": 0, "attack5": 5}
+
+
+class BenchError(Exception):
+    """A step of the benchmark failed; the message says which."""
+
+
+def host(scenario: str) -> tuple[str, int]:
+    """The scenario's first platform: instance name and SSH port."""
+    config = yaml.safe_load((ROOT / "molecule" / scenario / "molecule.yml").read_text())
+    platform = config["platforms"][0]
+    return platform["name"], int(platform["ssh_port"])
+
+
+class Host:
+    def __init__(self, name: str, port: int) -> None:
+        cache = Path(os.environ.get("MLWAF_CACHE_DIR") or Path.home() / ".cache" / "mlwaf")
+        self.key = cache / "hosts" / name / "id_ed25519"
+        self.port = port
+        if not self.key.exists():
+            raise BenchError(f"no test host {name}: run `molecule converge` for its scenario first")
+
+    def run(self, command: str) -> str:
+        ssh = ["ssh", "-q", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+        ssh += ["-i", str(self.key), "-p", str(self.port), "root@127.0.0.1", command]
+        done = subprocess.run(ssh, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise BenchError(f"on the test host, `{command}` failed: {done.stderr.strip()}")
+        return done.stdout
+
+
+def converge(scenario: str, extra_vars: dict[str, object], log: Path) -> float:
+    start = time.monotonic()
+    command = ["molecule", "converge", "-s", scenario, "--", "-e", json.dumps(extra_vars)]
+    with log.open("a") as out:
+        out.write(f"\n### {' '.join(command)}\n")
+        out.flush()
+        done = subprocess.run(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"converge with {extra_vars} failed; see {log}")
+    return time.monotonic() - start
+
+
+def busy_seconds() -> float:
+    """CPU time this machine spent busy, all CPUs, since boot."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_command() -> dict[str, float]:
+    """CPU seconds used so far by each command name (live processes; all threads)."""
+    totals: dict[str, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # the process has gone
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return totals
+
+
+def cpu_split(before: dict[str, float], after: dict[str, float], busy: float) -> dict[str, float]:
+    """CPU seconds of Apache, PHP-FPM and the analyzer out of `busy`; the rest as `other`."""
+    groups = {"apache": ("apache2",), "php": ("php-fpm",), "analyzer": ("mlwaf",)}
+    split = {}
+    for group, prefixes in groups.items():
+        used = sum(after[n] - before.get(n, 0.0) for n in after if n.startswith(prefixes))
+        split[group] = used
+    split["other"] = busy - sum(split.values())
+    return split
+
+
+def wrk(args: argparse.Namespace, attack_pct: int, seconds: float) -> dict[str, float]:
+    """One wrk run; returns its JSON summary plus cpu_ms_per_req."""
+    env = {**os.environ, "MLWAF_BENCH_ATTACK_PCT": str(attack_pct)}
+    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s", "--timeout", "5s"]
+    command += ["-H", f"Host: {args.host}", "-s", str(BENCH / "wrk-mix.lua"), args.url]
+    before, commands = busy_seconds(), cpu_by_command()
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        busy = busy_seconds() - before - usage.ru_utime - usage.ru_stime
+        split = cpu_split(commands, cpu_by_command(), busy)
+        out.seek(0)
+        text = out.read()
+    if proc.returncode != 0:
+        raise BenchError(f"wrk failed:\n{text}")
+    summary = json.loads(text.strip().splitlines()[-1])
+    summary["req_per_s"] = summary["requests"] / summary["seconds"]
+    per_request = 1000 / max(1, summary["requests"])
+    summary["cpu_ms_per_req"] = busy * per_request
+    summary["cpu_ms_per_req_by"] = {k: round(v * per_request, 4) for k, v in split.items()}
+    return summary
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
+
+
+def new_lines(target: Host, path: str, offset: int) -> list[str]:
+    """Lines written to a log on the test host since it had `offset` bytes."""
+    return target.run(f"tail -c +{offset + 1} {path} 2>/dev/null || true").splitlines()
+
+
+def round_trips(lines: list[str]) -> list[float]:
+    """Bridge round-trip milliseconds from ml_performance.log lines."""
+    return [float(parts[1]) for parts in (line.split(",") for line in lines) if len(parts) == 3 and parts[1]]
+
+
+def log_size(target: Host, path: str) -> int:
+    return int(target.run(f"stat -c %s {path} 2>/dev/null || echo 0").strip())
+
+
+def bench_stack(target: Host, args: argparse.Namespace) -> list[dict[str, object]]:
+    wrk(args, 0, 2)  # warm up caches, PHP and the analyzer
+    rows = []
+    for mix, pct in MIXES.items():
+        offsets = {path: log_size(target, path) for path in (PERF_LOG, FALLBACK_LOG)}
+        row: dict[str, object] = {"mix": mix, **wrk(args, pct, args.seconds)}
+        times = round_trips(new_lines(target, PERF_LOG, offsets[PERF_LOG]))
+        if times:
+            row.update(ml_scored=len(times), **{f"ml_rtt_p{p}_ms": percentile(times, p) for p in (50, 95, 99)})
+            row["ml_fallbacks"] = len(new_lines(target, FALLBACK_LOG, offsets[FALLBACK_LOG]))
+        rows.append(row)
+    return rows
+
+
+def ratios(results: list[dict[str, object]]) -> dict[str, float]:
+    rate = {(r["stack"], r["mix"]): float(r["req_per_s"]) for r in results}  # type: ignore[arg-type]
+    out = {}
+    for mix in MIXES:
+        if ("crs", mix) in rate and ("crs_ml", mix) in rate:
+            out[f"crs_ml_over_crs_{mix}"] = rate["crs_ml", mix] / rate["crs", mix]
+        if ("crs", mix) in rate and ("ml", mix) in rate:
+            out[f"ml_over_crs_{mix}"] = rate["ml", mix] / rate["crs", mix]
+    return out
+
+
+def markdown(report: dict[str, object]) -> str:
+    lines = [
+        f"Run {report['date']} on {report['cpus']} CPUs shared by wrk and the test host; "
+        f"wrk {report['threads']} threads, {report['connections']} connections, {report['seconds']:g} s per mix.",
+        "",
+        "| stack | mix | req/s | p50 ms | p95 ms | p99 ms | CPU ms/req | 403 | failed "
+        "| ML round trip p50/p99 ms | ML fallbacks |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for r in report["stacks"]:  # type: ignore[attr-defined]
+        rtt = f"{r['ml_rtt_p50_ms']:.2f} / {r['ml_rtt_p99_ms']:.2f}" if "ml_rtt_p50_ms" in r else "-"
+        lines.append(
+            f"| {STACKS[r['stack']][0]} | {r['mix']} | {r['req_per_s']:,.0f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} "
+            f"| {r['p99_ms']:.2f} | {r['cpu_ms_per_req']:.3f} | {r['status_403']} "
+            f"| {r['status_other'] + r['errors_connect'] + r['errors_timeout']} | {rtt} "
+            f"| {r.get('ml_fallbacks', '-')} |"
+        )
+    lines += ["", "CPU milliseconds per request, by process:", ""]
+    lines += ["| stack | mix | Apache | PHP-FPM | analyzer | other |", "|---|---|---:|---:|---:|---:|"]
+    for r in report["stacks"]:  # type: ignore[attr-defined]
+        by = r["cpu_ms_per_req_by"]
+        lines.append(
+            f"| {STACKS[r['stack']][0]} | {r['mix']} | {by['apache']:.3f} | {by['php']:.3f} "
+            f"| {by['analyzer']:.3f} | {by['other']:.3f} |"
+        )
+    targets = {"crs_ml_over_crs": "target >= 0.90", "ml_over_crs": "target >= 3"}
+    lines += ["", "| ratio | value | |", "|---|---:|---|"]
+    for name, value in report["ratios"].items():  # type: ignore[attr-defined]
+        lines.append(f"| {name} | {value:.2f} | {targets[name.rsplit('_', 1)[0]]} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(report: dict[str, object], path: Path) -> None:
+    import matplotlib  # noqa: PLC0415 - only needed for the picture
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    rows = report["stacks"]  # type: ignore[assignment]
+    names = list(dict.fromkeys(r["stack"] for r in rows))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.4
+    for i, mix in enumerate(MIXES):
+        got = {r["stack"]: r for r in rows if r["mix"] == mix}
+        xs = [n + (i - 0.5) * width for n in range(len(names))]
+        left.bar(xs, [got[s]["req_per_s"] if s in got else 0 for s in names], width, label=mix)
+        right.bar(xs, [got[s]["p99_ms"] if s in got else 0 for s in names], width, label=mix)
+    for axis, title in ((left, "requests/s"), (right, "latency p99 (ms)")):
+        axis.set_xticks(range(len(names)), [STACKS[s][0] for s in names], rotation=20, ha="right", fontsize=8)
+        axis.set_title(title)
+        axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", default="default")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per mix (default 10)")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--stacks", default=",".join(STACKS), help="comma-separated, in order (default: all)")
+    parser.add_argument("--url", default="http://127.0.0.1/")
+    parser.add_argument("--host", default="mlwaf.test", help="Host header (the scenario's apache_server_name)")
+    args = parser.parse_args()
+    stacks = [s for s in args.stacks.split(",") if s]
+    unknown = set(stacks) - set(STACKS)
+    if unknown:
+        parser.error(f"unknown stack(s) {', '.join(sorted(unknown))}; choose from {', '.join(STACKS)}")
+    if shutil.which("wrk") is None:
+        parser.error("wrk is not installed: `make host-deps` installs it")
+    try:
+        target = Host(*host(args.scenario))
+        log = BENCH / "converge.log"
+        log.write_text("")
+        results = []
+        for stack in stacks:
+            label, extra = STACKS[stack]
+            took = converge(args.scenario, extra, log)
+            print(f"{label}: converged in {took:.0f} s, measuring", file=sys.stderr)
+            results += [{"stack": stack, **row} for row in bench_stack(target, args)]
+        if stacks[-1] != "crs_ml":
+            converge(args.scenario, {}, log)  # leave the host as the playbook's defaults make it
+    except BenchError as error:
+        print(f"bench-appliance: {error}", file=sys.stderr)
+        return 1
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "cpus": os.cpu_count(),
+        "threads": args.threads,
+        "connections": args.connections,
+        "seconds": args.seconds,
+        "stacks": results,
+        "ratios": ratios(results),
+    }
+    (BENCH / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    (BENCH / "results.md").write_text(markdown(report))
+    chart(report, BENCH / "results.png")
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
