@@ -32,7 +32,7 @@ try "command injection CRS misses, ML blocks" "$base/search.php?q=%60id%60&t=$ma
 try "HTTPS              GET /index.php" "https://127.0.0.1/index.php"
 echo
 echo "Audit-log entry of the blocked SQL injection (/var/log/apache2/modsec_audit.log):"
-ssh_to_host "grep -F $marker /var/log/apache2/modsec_audit.log | tail -n1" |
+ssh_to_host "grep -F \"$marker HTTP/\" /var/log/apache2/modsec_audit.log | tail -n1" |
   python3 -c 'import json,sys,re
 for line in sys.stdin:
     e=json.loads(line)
