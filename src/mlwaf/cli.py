@@ -13,6 +13,7 @@ from typing import TextIO
 
 from mlwaf import __version__
 from mlwaf.config import DEFAULT_CONFIG, ConfigError, ModelSettings, Settings, load
+from mlwaf.datasets import DatasetError
 from mlwaf.decision import Analyzer
 from mlwaf.evaluate import EvaluationError
 from mlwaf.model import ModelError, load_model
@@ -171,16 +172,22 @@ def cmd_query(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from rich.progress import Progress  # noqa: PLC0415 - only training needs it
 
-    from mlwaf.train import TrainSettings, train_attack  # noqa: PLC0415 - keeps the daemon's imports small
+    from mlwaf.datasets import extra_samples  # noqa: PLC0415 - keeps the daemon's imports small
+    from mlwaf.train import TrainSettings, train_attack  # noqa: PLC0415
 
     data = Path(args.data)
     if not (data / "httpparams").is_dir():
         raise ConfigError(f"{data} does not look like the datasets folder (no httpparams/ inside)")
+    extra = [sample for path in args.extra for sample in extra_samples(Path(path))]
     settings = TrainSettings(epochs=args.epochs, seed=args.seed)
     with Progress(transient=True) as bar:
         task = bar.add_task("training attack model", total=None)
         meta = train_attack(
-            data, Path(args.out), settings, lambda done, total: bar.update(task, completed=done, total=total)
+            data,
+            Path(args.out),
+            settings,
+            lambda done, total: bar.update(task, completed=done, total=total),
+            extra,
         )
     print(f"wrote {args.out}/attack.json and attack.npz ({meta['version']})")
     print(f"thresholds: block >= {meta['thresholds']['block']}, log >= {meta['thresholds']['log']}")
@@ -278,6 +285,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="files/models", help="output folder (default files/models)")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="JSONL",
+        help='operator-labelled values, one {"text": ..., "family": ...} a line (repeatable; training side only)',
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -299,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ModelError, RequestError, EvaluationError) as exc:
+    except (ConfigError, ModelError, RequestError, EvaluationError, DatasetError) as exc:
         print(f"mlwaf: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

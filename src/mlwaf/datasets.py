@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 import random
 import re
 from collections.abc import Iterator
@@ -241,6 +242,34 @@ def licence_prose(limit: int) -> list[Sample]:
         if path.is_file():
             out += [Sample(line, "benign", "licences") for line in _lines(path) if len(line) > 3]
     return out[:limit]
+
+
+class DatasetError(ValueError):
+    """A labelled file that cannot be used; the message names the file and line."""
+
+
+def extra_samples(path: Path) -> list[Sample]:
+    """Operator-labelled values for training: JSON lines ``{"text": ..., "family": ...}``
+    (family one of FAMILIES), e.g. false positives marked ``benign`` or missed
+    attacks marked with their family. They only ever join the training side."""
+    out: list[Sample] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"cannot read {path}: {exc}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise DatasetError(f"{path}:{number}: not JSON ({exc})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise DatasetError(f'{path}:{number}: expected {{"text": "...", "family": "..."}}')
+        if record.get("family") not in FAMILIES:
+            raise DatasetError(f"{path}:{number}: family must be one of {', '.join(FAMILIES)}")
+        out.append(Sample(record["text"], record["family"], f"extra:{path.name}"))
+    return out
 
 
 def training_and_test(root: Path, seed: int = 7) -> tuple[list[Sample], list[Sample]]:

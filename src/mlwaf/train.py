@@ -123,9 +123,18 @@ def calibrate(model: AttackModel, benign: list[Sample], target_fpr: float) -> fl
     return float(min(0.99, max(MIN_BLOCK_THRESHOLD, scores[scores.size - allowed - 1] + 1e-4)))
 
 
-def train_attack(data_root: Path, out_dir: Path, settings: TrainSettings, progress: Progress | None = None) -> dict:
-    """Train, calibrate, evaluate and write the attack model; returns its metadata."""
+def train_attack(
+    data_root: Path,
+    out_dir: Path,
+    settings: TrainSettings,
+    progress: Progress | None = None,
+    extra: list[Sample] | None = None,
+) -> dict:
+    """Train, calibrate, evaluate and write the attack model; returns its metadata.
+    ``extra`` (operator-labelled values) joins the training side only."""
     train, test = training_and_test(data_root, settings.seed)
+    test_texts = {s.text for s in test}
+    train += [s for s in extra or [] if s.text not in test_texts]
     rng = np.random.default_rng(settings.seed)
     held_out = set(rng.choice(len(train), size=len(train) // 10, replace=False).tolist())
     fit_part = [s for i, s in enumerate(train) if i not in held_out]
@@ -158,6 +167,7 @@ def train_attack(data_root: Path, out_dir: Path, settings: TrainSettings, progre
             "samples": len(fit_part),
             "calibration_benign": len(calibration),
             "data_sha256": digest.hexdigest(),
+            "extra_samples": len(extra or []),
             "settings": settings.__dict__,
         },
         "test": rates(model, test, block),

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlwaf.datasets import Sample
+from mlwaf.cli import main
+from mlwaf.datasets import DatasetError, Sample, extra_samples
 from mlwaf.model import AttackModel, ModelError, load_model, sha256_file
 from mlwaf.train import TrainSettings, fit, write_checksums
 
@@ -132,3 +133,32 @@ def test_training_learns_and_writes_checksums(tmp_path: Path) -> None:
     (tmp_path / "m.json").write_text("{}")
     write_checksums(tmp_path)
     assert "m.json" in (tmp_path / "SHA256SUMS").read_text()
+
+
+def test_extra_labelled_values(tmp_path: Path) -> None:
+    good = tmp_path / "feedback.jsonl"
+    good.write_text('{"text": "O\'Reilly & sons", "family": "benign"}\n\n{"text": "`id`", "family": "cmdi"}\n')
+    samples = extra_samples(good)
+    assert [(s.text, s.family, s.source) for s in samples] == [
+        ("O'Reilly & sons", "benign", "extra:feedback.jsonl"),
+        ("`id`", "cmdi", "extra:feedback.jsonl"),
+    ]
+    for content, message in (
+        ("not json\n", "feedback.jsonl:1: not JSON"),
+        ('{"text": 1, "family": "benign"}\n', "feedback.jsonl:1: expected"),
+        ('{"text": "x", "family": "benign"}\n{"text": "x", "family": "ssti"}\n', "feedback.jsonl:2: family must be"),
+    ):
+        good.write_text(content)
+        with pytest.raises(DatasetError, match=message):
+            extra_samples(good)
+    with pytest.raises(DatasetError, match="cannot read"):
+        extra_samples(tmp_path / "missing.jsonl")
+
+
+def test_train_command_reports_a_bad_extra_file(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "datasets"
+    (data / "httpparams").mkdir(parents=True)
+    bad = tmp_path / "extra.jsonl"
+    bad.write_text('{"text": "x"}\n')
+    assert main(["train", "attack", "--data", str(data), "--extra", str(bad), "--out", str(tmp_path)]) == 2
+    assert "extra.jsonl:1: family must be one of" in capsys.readouterr().err
