@@ -13,9 +13,18 @@ from typing import TextIO
 
 from mlwaf import __version__
 from mlwaf.config import DEFAULT_CONFIG, ConfigError, ModelSettings, Settings, load
-from mlwaf.datasets import DatasetError
+from mlwaf.datasets import DatasetError, extra_samples, training_and_test
 from mlwaf.decision import Analyzer
-from mlwaf.evaluate import EvaluationError
+from mlwaf.evaluate import (
+    Detector,
+    EvaluationError,
+    chart,
+    evaluate,
+    libinjection_detector,
+    markdown,
+    model_detector,
+    overall,
+)
 from mlwaf.model import ModelError, load_model
 from mlwaf.protocol import VERSION, encode_line
 from mlwaf.request import RequestError, from_wire
@@ -172,8 +181,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from rich.progress import Progress  # noqa: PLC0415 - only training needs it
 
-    from mlwaf.datasets import extra_samples  # noqa: PLC0415 - keeps the daemon's imports small
-    from mlwaf.train import TrainSettings, train_attack  # noqa: PLC0415
+    from mlwaf.train import TrainSettings, train_attack  # noqa: PLC0415 - keeps the daemon's imports small
 
     data = Path(args.data)
     if not (data / "httpparams").is_dir():
@@ -198,17 +206,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from mlwaf.datasets import training_and_test  # noqa: PLC0415 - keeps the daemon's imports small
-    from mlwaf.evaluate import (  # noqa: PLC0415
-        Detector,
-        chart,
-        evaluate,
-        libinjection_detector,
-        markdown,
-        model_detector,
-        overall,
-    )
-
     data = Path(args.data)
     if not (data / "httpparams").is_dir():
         raise ConfigError(f"{data} does not look like the datasets folder (no httpparams/ inside)")

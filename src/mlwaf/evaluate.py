@@ -21,12 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from mlwaf.datasets import FAMILIES, Sample
 from mlwaf.model import AttackModel
-
-BATCH = 5000
 
 # A detector: one block decision per value.
 Detector = Callable[[Sequence[str]], list[bool]]
@@ -40,11 +36,8 @@ def model_detector(model: AttackModel) -> Detector:
     threshold = model.thresholds.get("block", 0.5)
 
     def detect(values: Sequence[str]) -> list[bool]:
-        out: list[bool] = []
-        for start in range(0, len(values), BATCH):
-            scores, _ = model.score(list(values[start : start + BATCH]))
-            out += (scores >= threshold).tolist()
-        return out
+        scores, _ = model.score(list(values))
+        return (scores >= threshold).tolist()
 
     return detect
 
@@ -171,5 +164,5 @@ def overall(result: Result) -> dict[str, dict[str, float]]:
             if family in result.by_family:
                 row[f"tpr_{family}"] = result.by_family[family][name].rate
                 row[f"balanced_accuracy_{family}"] = result.balanced_accuracy(name, family)
-        out[name] = {k: float(np.round(v, 6)) for k, v in row.items()}
+        out[name] = {k: round(v, 6) for k, v in row.items()}
     return out

@@ -33,6 +33,7 @@ from mlwaf.features import SPEC_VERSION, hash_ngrams
 BENIGN = "benign"
 CACHE_ENTRIES = 16384  # per model and worker process; oldest entry dropped first
 CACHE_MAX_CHARS = 256  # longer values are scored every time (bounds the cache at a few MB)
+SCORE_BATCH = 5000  # values hashed together at most (training and evaluation score many)
 
 
 class ModelError(RuntimeError):
@@ -74,7 +75,10 @@ class AttackModel:
         return [self.classes[i] for i in self._attack_columns]
 
     def probabilities(self, values: list[str]) -> npt.NDArray[np.float32]:
-        """Class probabilities, one row per value."""
+        """Class probabilities, one row per value (in batches, so memory stays bounded)."""
+        if len(values) > SCORE_BATCH:
+            parts = [self.probabilities(values[i : i + SCORE_BATCH]) for i in range(0, len(values), SCORE_BATCH)]
+            return np.concatenate(parts)
         if not values:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         buckets, owner = hash_ngrams(values, self.bits)
@@ -92,7 +96,7 @@ class AttackModel:
     def score(self, values: list[str]) -> tuple[npt.NDArray[np.float32], list[str]]:
         """Attack probability (1 - P(benign)) and the most likely family, per value."""
         cache = self._cache
-        found = [cache.get(v) for v in values]
+        found: list[tuple[float, str]] = [cache.get(v) for v in values]  # type: ignore[misc]
         missing = [i for i, hit in enumerate(found) if hit is None]
         if missing:
             fresh = [values[i] for i in missing]
@@ -104,9 +108,8 @@ class AttackModel:
                 if len(value) <= CACHE_MAX_CHARS and CACHE_ENTRIES > 0:
                     if len(cache) >= CACHE_ENTRIES:
                         del cache[next(iter(cache))]
-                    cache[value] = found[i]  # type: ignore[assignment]
-        pairs = [hit for hit in found if hit is not None]
-        return np.array([s for s, _ in pairs], dtype=np.float32), [f for _, f in pairs]
+                    cache[value] = found[i]
+        return np.array([s for s, _ in found], dtype=np.float32), [f for _, f in found]
 
 
 def load_model(metadata_path: str | Path) -> AttackModel:

@@ -110,8 +110,7 @@ def rates(model: AttackModel, samples: list[Sample], threshold: float) -> dict[s
 
 
 def _scores(model: AttackModel, samples: list[Sample]) -> npt.NDArray[np.float32]:
-    out = [model.score([s.text for s in samples[i : i + 5000]])[0] for i in range(0, len(samples), 5000)]
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+    return model.score([s.text for s in samples])[0]
 
 
 def calibrate(model: AttackModel, benign: list[Sample], target_fpr: float) -> float:
