@@ -8,7 +8,7 @@ BIN       := $(VENV)/bin
 SCENARIOS ?= default trixie
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help host-deps venv demo demo-destroy test lint unit molecule wheel bench bench-analyzer evaluate clean-cache
+.PHONY: help host-deps venv demo demo-destroy test lint unit molecule wheel bench bench-analyzer evaluate evaluate-appliance clean-cache
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -59,6 +59,10 @@ bench-analyzer: venv ## Analyzer alone: mlwaf score rate, socket round trips (cl
 
 evaluate: venv ## The model and libinjection on the untouched test split (needs ../shared/datasets); writes bench/detection.*
 	$(BIN)/mlwaf evaluate --data ../shared/datasets --out bench
+
+evaluate-appliance: host-deps venv ## CRS PL1/PL2, ML and CRS+ML through the live test host, same test split; writes bench/detection-appliance.*
+	molecule converge -s default
+	$(BIN)/python scripts/evaluate-appliance.py --data ../shared/datasets
 
 clean-cache: ## Drop the cached Debian root filesystems and packages
 	rm -rf "$${MLWAF_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/mlwaf}"

@@ -1,4 +1,4 @@
-"""``mlwaf``: the analyzer's command line (serve, score, query, check, train, evaluate)."""
+"""``mlwaf``: the analyzer's command line (serve, score, query, check, train, evaluate, feedback)."""
 
 from __future__ import annotations
 
@@ -8,29 +8,34 @@ import socket
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
 from mlwaf import __version__
 from mlwaf.config import DEFAULT_CONFIG, ConfigError, ModelSettings, Settings, load
-from mlwaf.datasets import DatasetError, extra_samples, training_and_test
+from mlwaf.datasets import DatasetError, extra_samples
 from mlwaf.decision import Analyzer
 from mlwaf.evaluate import (
     Detector,
     EvaluationError,
     chart,
     evaluate,
+    inference_ms,
     libinjection_detector,
     markdown,
     model_detector,
     overall,
+    test_items,
 )
-from mlwaf.model import ModelError, load_model
+from mlwaf.feedback import FeedbackError, export
+from mlwaf.model import DEFAULT_RUNTIME, RUNTIMES, ModelError, load_model
 from mlwaf.protocol import VERSION, encode_line
 from mlwaf.request import RequestError, from_wire
 from mlwaf.server import safe_analyze, serve
 
 EXIT_USAGE, EXIT_UNAVAILABLE = 2, 3
+NETWORK_EPOCHS = 12  # mlwaf.neural.NetworkSettings.epochs (not imported: TensorFlow loads slowly)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -45,6 +50,10 @@ def _settings(args: argparse.Namespace) -> Settings:
                 name, model_path = Path(item).stem, item
             models[name] = ModelSettings(path=model_path)
         settings = Settings(**{**settings.__dict__, "models": models})
+    if getattr(args, "models_dir", None):
+        folder = Path(args.models_dir)
+        moved = {name: replace(m, path=str(folder / Path(m.path).name)) for name, m in settings.models.items()}
+        settings = Settings(**{**settings.__dict__, "models": moved})
     if getattr(args, "mode", None):
         settings = Settings(**{**settings.__dict__, "mode": args.mode})
     if not settings.models:
@@ -67,7 +76,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for name, model in analyzer.models.items():
         limits = analyzer.thresholds[name]
         print(
-            f"model {name}: version {model.version}, spec {model.metadata.get('spec')}, "
+            f"model {name}: version {model.version}, runtime {settings.models[name].runtime}, "
+            f"spec {model.metadata.get('spec')}, "
             f"families {','.join(model.families)}, block >= {limits.block:.4f}, log >= {limits.log:.4f}"
         )
     print(f"mode {settings.mode}, socket {settings.socket}, workers {settings.worker_count}: configuration OK")
@@ -181,13 +191,14 @@ def cmd_query(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from rich.progress import Progress  # noqa: PLC0415 - only training needs it
 
-    from mlwaf.train import TrainSettings, train_attack  # noqa: PLC0415 - keeps the daemon's imports small
+    from mlwaf.neural import NetworkSettings  # noqa: PLC0415 - TensorFlow: training only
+    from mlwaf.train import TrainSettings, train_attack  # noqa: PLC0415
 
     data = Path(args.data)
     if not (data / "httpparams").is_dir():
         raise ConfigError(f"{data} does not look like the datasets folder (no httpparams/ inside)")
     extra = [sample for path in args.extra for sample in extra_samples(Path(path))]
-    settings = TrainSettings(epochs=args.epochs, seed=args.seed)
+    settings = TrainSettings(network=NetworkSettings(epochs=args.epochs, seed=args.seed))
     with Progress(transient=True) as bar:
         task = bar.add_task("training attack model", total=None)
         meta = train_attack(
@@ -197,11 +208,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             lambda done, total: bar.update(task, completed=done, total=total),
             extra,
         )
-    print(f"wrote {args.out}/attack.json and attack.npz ({meta['version']})")
-    print(f"thresholds: block >= {meta['thresholds']['block']}, log >= {meta['thresholds']['log']}")
-    for family, row in meta["test"].items():
-        rate = f"FPR {row['fpr']:.4f}" if "fpr" in row else f"TPR {row['tpr']:.4f}"
-        print(f"  test {family:10s} n={row['n']:6d} {rate}")
+    files = ", ".join(f"{name} ({meta['bytes'][name] / 1000:.0f} kB)" for name in meta["files"].values())
+    print(f"wrote {args.out}: attack.json, {files} -- model {meta['version']}")
+    for runtime, table in meta["test"].items():
+        limits = meta["thresholds"][runtime]
+        rates = ", ".join(
+            f"{family} {'FPR' if 'fpr' in row else 'TPR'} {100 * row.get('fpr', row.get('tpr', 0)):.2f}%"
+            for family, row in table.items()
+        )
+        print(f"  {runtime:12s} block >= {limits['block']}: {rates}")
     return 0
 
 
@@ -209,22 +224,62 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data = Path(args.data)
     if not (data / "httpparams").is_dir():
         raise ConfigError(f"{data} does not look like the datasets folder (no httpparams/ inside)")
-    model = load_model(args.model)
+    model = load_model(args.model, args.runtime)
     detectors: dict[str, Detector] = {"mlwaf": model_detector(model)}
     if not args.no_libinjection:
         detectors["libinjection"] = libinjection_detector()
-    _, test = training_and_test(data, args.seed)
-    result = evaluate(test, detectors)
-    report = markdown(result)
+    test, requests, benign_requests = test_items(data, args.seed)
+    per_value, per_request = evaluate(test, detectors), evaluate(requests, detectors)
+    milliseconds = inference_ms(model, benign_requests)
+    report = (
+        f"Model {model.version}, runtime {args.runtime}: {milliseconds:.3f} ms of inference per request "
+        f"(batches of 32 held-back CSIC requests, one CPU, no cache).\n\n"
+        + markdown(per_request, "requests")
+        + "\n"
+        + markdown(per_value, "values")
+    )
     print(report, end="")
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "detection.md").write_text(report, encoding="utf-8")
-        summary = {"model": model.version, "values": len(test), "detectors": overall(result)}
+        summary = {
+            "model": model.version,
+            "runtime": args.runtime,
+            "inference_ms_per_request": round(milliseconds, 4),
+            "requests": len(requests),
+            "values": len(test),
+            "per_request": overall(per_request),
+            "per_value": overall(per_value),
+        }
         (out / "detection.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        chart(result, out / "detection.png")
-        print(f"wrote {out}/detection.md, detection.json and detection.png", file=sys.stderr)
+        chart(per_request, out / "detection.png", "requests")
+        chart(per_value, out / "detection-values.png", "values")
+        print(f"wrote {out}/detection.md, detection.json, detection.png and detection-values.png", file=sys.stderr)
+    return 0
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    marks: dict[str, str] = dict.fromkeys(args.false_positive, "benign")
+    for item in args.attack:
+        request_id, sep, family = item.rpartition("=")
+        if not sep or not request_id:
+            raise FeedbackError(f"--attack takes ID=FAMILY, got {item!r}")
+        marks[request_id] = family
+    if not marks:
+        raise FeedbackError("mark at least one request: --false-positive ID or --attack ID=FAMILY")
+    result = export([Path(p) for p in args.log], marks)
+    lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in result.records)
+    if args.output == "-":
+        sys.stdout.write(lines)
+    else:
+        with Path(args.output).open("a", encoding="utf-8") as handle:
+            handle.write(lines)
+    print(
+        f"mlwaf: {len(result.records)} labelled input(s) from {len(marks)} request(s)"
+        f"{f'; {result.skipped_lines} unreadable log line(s) skipped' if result.skipped_lines else ''}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -251,6 +306,11 @@ def parser() -> argparse.ArgumentParser:
     p = with_settings(sub.add_parser("serve", help="run the analyzer daemon on its Unix socket"))
     p.set_defaults(func=cmd_serve)
     p = with_settings(sub.add_parser("check", help="validate settings and load the models, then exit"))
+    p.add_argument(
+        "--models-dir",
+        metavar="DIR",
+        help="load the configured model files from DIR instead (to vet a new model release before switching)",
+    )
     p.set_defaults(func=cmd_check)
     p = with_settings(
         sub.add_parser(
@@ -280,7 +340,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=("attack",))
     p.add_argument("--data", required=True, help="datasets folder (the project's shared/datasets)")
     p.add_argument("--out", default="files/models", help="output folder (default files/models)")
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=NETWORK_EPOCHS)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument(
         "--extra",
@@ -292,14 +352,30 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
+        "feedback",
+        help="export inputs of requests an operator marked (false positives, confirmed attacks) for training",
+        description="Reads the decision log (rotated and .gz files too) and writes the logged inputs of the "
+        'marked requests as JSON lines {"text", "family"}: the format of mlwaf train --extra.',
+    )
+    p.add_argument("--log", action="append", required=True, help="decision log file (repeatable)")
+    p.add_argument("--false-positive", action="append", default=[], metavar="ID", help="a wrongly blocked request")
+    p.add_argument(
+        "--attack", action="append", default=[], metavar="ID=FAMILY", help="a logged request that was an attack"
+    )
+    p.add_argument("-o", "--output", default="-", help="JSONL file to append to (default: stdout)")
+    p.set_defaults(func=cmd_feedback)
+
+    p = sub.add_parser(
         "evaluate",
         help="rates of the model and libinjection side by side on the untouched test split",
-        description="Per test value: TPR per attack family, FPR on benign values, balanced accuracy; "
-        "overall and per source. Markdown on stdout; with --out also detection.md/.json/.png.",
+        description="Per test request and per test value: TPR per attack family, FPR on benign ones, "
+        "balanced accuracy; overall and per source; and the model's inference time per request. "
+        "Markdown on stdout; with --out also detection.md/.json and two PNG charts.",
     )
     p.add_argument("--data", required=True, help="datasets folder (the project's shared/datasets)")
     p.add_argument("--model", default="files/models/attack.json", help="model metadata (default: the shipped one)")
     p.add_argument("--out", help="folder for detection.md, detection.json and detection.png")
+    p.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME, help="which export to run")
     p.add_argument("--no-libinjection", action="store_true", help="evaluate the model alone")
     p.add_argument("--seed", type=int, default=7, help="the training seed (the test split depends on it)")
     p.set_defaults(func=cmd_evaluate)
@@ -310,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ModelError, RequestError, EvaluationError, DatasetError) as exc:
+    except (ConfigError, ModelError, RequestError, EvaluationError, DatasetError, FeedbackError) as exc:
         print(f"mlwaf: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -16,6 +16,7 @@ from pathlib import Path
 from mlwaf.request import Limits
 
 MODES = ("block", "detection-only")
+RUNTIMES = ("litert-int8", "litert-float", "tensorflow")  # mlwaf.model imports numpy; this module stays light
 DEFAULT_CONFIG = Path("/etc/mlwaf/analyzer.toml")
 
 
@@ -28,6 +29,7 @@ class ModelSettings:
     path: str
     block_threshold: float | None = None  # None: the threshold calibrated at training time
     log_threshold: float | None = None
+    runtime: str = "litert-int8"  # litert-int8, litert-float or tensorflow (see mlwaf.model.RUNTIMES)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     decision_log: str = ""
     log_allowed: bool = False
+    log_values: bool = True  # the inputs behind a log/block verdict go into the decision log
     max_reasons: int = 3
 
     @property
@@ -91,16 +94,20 @@ def from_dict(raw: dict) -> Settings:
     _check_keys(server, {"socket", "socket_group", "socket_mode", "workers"}, "[server]")
     _check_keys(decision, {"mode", "allow_paths", "allow_params", "allow_networks", "max_reasons"}, "[decision]")
     _check_keys(limits_raw, {f.name for f in fields(Limits)}, "[limits]")
-    _check_keys(logs, {"decision_log", "log_allowed"}, "[logs]")
+    _check_keys(logs, {"decision_log", "log_allowed", "log_values"}, "[logs]")
 
     models = {}
     for name, table in raw.get("models", {}).items():
         where = f"[models.{name}] "
         if not isinstance(table, dict) or "path" not in table:
             raise ConfigError(f"{where}needs a path")
-        _check_keys(table, {"path", "block_threshold", "log_threshold"}, where)
+        _check_keys(table, {"path", "block_threshold", "log_threshold", "runtime"}, where)
+        runtime = _typed(table, "runtime", str, where) if "runtime" in table else ModelSettings.runtime
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"{where}runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         models[name] = ModelSettings(
             path=_typed(table, "path", str, where),
+            runtime=runtime,
             block_threshold=_threshold(table, "block_threshold", where),
             log_threshold=_threshold(table, "log_threshold", where),
         )
@@ -142,6 +149,7 @@ def from_dict(raw: dict) -> Settings:
         "limits": Limits(**limit_values),
         "decision_log": str(logs.get("decision_log", "")),
         "log_allowed": bool(logs.get("log_allowed", False)),
+        "log_values": _typed(logs, "log_values", bool, "[logs] ") if "log_values" in logs else True,
         "max_reasons": _typed(decision, "max_reasons", int, "[decision] ") if "max_reasons" in decision else 3,
     }
     if settings["workers"] < 0:

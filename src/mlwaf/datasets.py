@@ -86,20 +86,70 @@ def wordlists(root: Path) -> list[Sample]:
     return out
 
 
-def csic_benign(root: Path) -> list[Sample]:
-    """Paths and decoded parameter values of CSIC 2010's normal traffic."""
+CSIC_TEST_EVERY = 5  # every fifth CSIC request is held back for the per-request test
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """A request as the analyzer decodes it: method, decoded path, named query, form and cookie values."""
+
+    method: str
+    path: str
+    query: tuple[tuple[str, str], ...] = ()
+    form: tuple[tuple[str, str], ...] = ()
+    cookies: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        """What the model scores: the path and every argument and cookie value."""
+        return (self.path, *(v for part in (self.query, self.form, self.cookies) for _, v in part))
+
+
+def _csic_request(method: str, target: str, body: str, cookie: str) -> HttpRequest:
+    path, _, query = target.split("://", 1)[-1].partition("/")[2].partition("?")
+    pairs = [c.strip().partition("=") for c in cookie.split(";") if c.strip()]
+    return HttpRequest(
+        method,
+        url_decode("/" + path, plus_is_space=False),
+        tuple((a.name, a.value) for a in parse_urlencoded(query, "query")),
+        tuple((a.name, a.value) for a in parse_urlencoded(body, "body")),
+        tuple((name, value) for name, _, value in pairs),
+    )
+
+
+def csic_requests(root: Path) -> list[HttpRequest]:
+    """CSIC 2010's normal requests, in file order: request line, headers, a blank line, the body if any."""
     text = gzip.decompress((root / "csic2010" / "normalTrafficTraining.txt.gz").read_bytes()).decode("latin-1")
-    values: set[str] = set()
-    for block in text.split("\r\n\r\n" if "\r\n\r\n" in text else "\n\n"):
-        lines = block.strip().splitlines()
-        if not lines or " " not in lines[0]:
+    raw: list[dict[str, str]] = []
+    in_headers = False
+    for line in text.splitlines():
+        words = line.split(" ")
+        if len(words) == 3 and words[2].startswith("HTTP/"):
+            raw.append({"method": words[0], "target": words[1], "body": "", "cookie": ""})
+            in_headers = True
+        elif not raw:
             continue
-        target = lines[0].split(" ")[1].split("://", 1)[-1].partition("/")[2]
-        path, _, query = target.partition("?")
-        values.add(url_decode("/" + path, plus_is_space=False))
-        body = lines[-1] if lines[0].startswith("POST") and "=" in lines[-1] else ""
-        values.update(arg.value for arg in parse_urlencoded(query, "query") + parse_urlencoded(body, "body"))
-    return [Sample(v, "benign", "csic2010") for v in sorted(values) if v]
+        elif in_headers and line.lower().startswith("cookie:"):
+            raw[-1]["cookie"] = line.split(":", 1)[1]
+        elif in_headers and not line.strip():
+            in_headers = False
+        elif not in_headers and line.strip() and not raw[-1]["body"]:
+            raw[-1]["body"] = line.strip()
+    return [_csic_request(r["method"], r["target"], r["body"], r["cookie"]) for r in raw]
+
+
+def csic_split(root: Path) -> tuple[list[HttpRequest], list[HttpRequest]]:
+    """CSIC requests for training and the held-back ones (every CSIC_TEST_EVERY-th) for testing."""
+    requests = csic_requests(root)
+    test = requests[CSIC_TEST_EVERY - 1 :: CSIC_TEST_EVERY]
+    train = [r for i, r in enumerate(requests) if i % CSIC_TEST_EVERY != CSIC_TEST_EVERY - 1]
+    return train, test
+
+
+def csic_benign(root: Path) -> list[Sample]:
+    """Distinct non-empty values of the CSIC requests on the training side."""
+    values = {value for request in csic_split(root)[0] for value in request.values if value}
+    return [Sample(v, "benign", "csic2010") for v in sorted(values)]
 
 
 def gotestwaf(root: Path) -> list[Sample]:
@@ -184,6 +234,20 @@ def generated_benign(count: int, seed: int) -> list[Sample]:
         lambda: str(rng.randint(0, 10 ** rng.randint(1, 12))),
         lambda: f"I'm looking for a {rng.choice(_WORDS)}; it's {rng.choice(_WORDS)}-ish, isn't it?",
         lambda: f"{rng.choice(_WORDS)}={rng.randint(1, 9)} {rng.choice(('and', 'or'))} {rng.choice(_WORDS)}",
+        # markup that APIs and rich-text fields carry: XML and SOAP documents, harmless HTML
+        lambda: (
+            f'<?xml version="1.0" encoding="UTF-8"?><{rng.choice(_WORDS)}>'
+            f'<{rng.choice(_WORDS)} id="{rng.randint(1, 999)}">{phrase()}'
+            f"</{rng.choice(_WORDS)}></{rng.choice(_WORDS)}>"
+        ),
+        lambda: (
+            '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>'
+            f"<{rng.choice(_WORDS)}><{rng.choice(_WORDS)}>{rng.randint(1, 9999)}</{rng.choice(_WORDS)}>"
+            f"</{rng.choice(_WORDS)}></soap:Body></soap:Envelope>"
+        ),
+        lambda: f'<a href="https://www.example.com/{rng.choice(_WORDS)}">{phrase()}</a>',
+        lambda: f"<ul><li>{phrase()}</li><li>{phrase()}</li></ul>",
+        lambda: f'<img src="/images/{rng.choice(_WORDS)}.png" alt="{phrase()}">',
     )
     return [Sample(rng.choice(makers)(), "benign", "generated") for _ in range(count)]
 
@@ -228,6 +292,9 @@ def generated_tokens(count: int, seed: int, source: str = "generated-tokens") ->
         lambda: f"{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}",
         lambda: "-".join(text(_B64[:36], 4, 6) for _ in range(rng.randint(2, 5))),
         lambda: f"GA1.{rng.randint(1, 3)}.{rng.randint(10**8, 10**10)}.{rng.randint(10**9, 2 * 10**9)}",
+        # short values: single letters and digits, codes, sort keys, placeholders
+        lambda: text(_B64, 1, 3),
+        lambda: rng.choice("-_.*+/,:#@!?~="),
         # what people type into test forms: runs of one key and keyboard mashing
         lambda: rng.choice("abcdefghijklmnopqrstuvwxyz0123456789-_=*#+~ ") * rng.randint(3, 80),
         lambda: rng.choice(("asdf", "qwerty", "test", "abc", "123", "lol", "ha", "zz", "xo")) * rng.randint(2, 12),
@@ -277,14 +344,23 @@ def training_and_test(root: Path, seed: int = 7) -> tuple[list[Sample], list[Sam
 
     Test: HttpParamsDataset's own test file, gotestwaf's cases, mgm's benign
     look-alikes, and generated tokens from another seed. Training: everything else (the three overlapping payload
-    collections stay together on the training side).
+    collections stay together on the training side), less the attack lists' probes (``_probe``).
     """
     train = httpparams(root, "train") + wordlists(root) + csic_benign(root)
-    train += generated_benign(30000, seed) + generated_tokens(20000, seed) + licence_prose(20000)
+    tokens = generated_tokens(20000, seed)
+    train += generated_benign(30000, seed) + tokens + licence_prose(20000)
     # Tokens from another seed check the model on values it has not seen; they
-    # test the generator's kinds of token, not real traffic.
+    # test the generator's kinds of token, not real traffic. Those the training
+    # side also drew (one-character values, say) are left out of the test.
+    drawn = {s.text for s in tokens}
     test = httpparams(root, "test") + gotestwaf(root) + mgm_lookalikes(root)
-    test += generated_tokens(5000, seed + 1000, "generated-tokens-test")
+    test += [s for s in generated_tokens(5000, seed + 1000, "generated-tokens-test") if s.text not in drawn]
     test_texts = {s.text for s in test}
-    train = [s for s in train if s.text not in test_texts]
+    train = [s for s in train if s.text not in test_texts and not _probe(s)]
     return train, test
+
+
+def _probe(sample: Sample) -> bool:
+    """An "attack" too short or too plain to be one on its own: the wordlists' fuzzing
+    probes and bare words (``1``, ``,``, ``XXX``, ``id``). Dropped from training."""
+    return sample.family != "benign" and (len(sample.text) < 3 or sample.text.isalnum())

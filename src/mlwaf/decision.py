@@ -43,7 +43,7 @@ class Analyzer:
     @classmethod
     def from_settings(cls, settings: Settings) -> Analyzer:
         """Load every configured model once (raises ModelError with the reason)."""
-        return cls(settings, {name: load_model(Path(m.path)) for name, m in settings.models.items()})
+        return cls(settings, {name: load_model(Path(m.path), m.runtime) for name, m in settings.models.items()})
 
     def _allowlisted(self, request: Request) -> str:
         if request.client_ip and self.settings.allow_networks:
@@ -58,8 +58,10 @@ class Analyzer:
         return ""
 
     def _inputs(self, request: Request) -> list[Arg]:
+        """The path (attacks hide in path parameters too) and every argument not allowlisted."""
         allowed = [p for p in self.settings.allow_params if request.path.startswith(p.path)]
-        return [a for a in request.args if not any(a.name == p.name for p in allowed)]
+        args = [a for a in request.args if not any(a.name == p.name for p in allowed)]
+        return [Arg("path", "", request.path), *args] if request.path not in ("", "/") else args
 
     def analyze(self, request: Request, started: float | None = None) -> Reply:
         started = time.perf_counter() if started is None else started

@@ -1,16 +1,22 @@
-"""Model runtime: load a trained model once, score many inputs per call.
+"""Model runtime: load a trained model once, score many input values per call.
 
-A model is a metadata JSON file next to its weights::
+A model is a metadata JSON file next to its exported files::
 
-    attack.json   {"name": "attack", "kind": "ngram-linear", "spec": "ngram-hash-v2",
-                   "classes": ["benign", "sqli", ...], "bits": 16,
-                   "weights": "attack.npz", "sha256": "<hex of attack.npz>",
-                   "thresholds": {"block": 0.5, "log": 0.3}, ...}
-    attack.npz    W (2**bits x classes, float16/32) and b (classes)
+    attack.json         {"name": "attack", "kind": "char-cnn", "spec": "bytes-v1",
+                         "classes": ["benign", "sqli", ...],
+                         "files": {"litert-int8": "attack-int8.tflite", "litert-float": "attack.tflite",
+                                   "tensorflow": "attack.keras"},
+                         "sha256": {"attack-int8.tflite": "<hex>", ...},
+                         "thresholds": {"litert-int8": {"block": 0.9, "log": 0.7}, ...}, ...}
+    attack-int8.tflite  the network, int8-quantized, one signature per batch shape (LiteRT)
+    attack.tflite       the same in float32 (LiteRT)
+    attack.keras        the trained Keras model (full TensorFlow, only when asked for)
 
-Loading checks the checksum and the feature-spec version, so a damaged or
-mismatched model is refused with a readable reason instead of scoring
-nonsense. Scoring is a few vectorised numpy operations per batch of values.
+A *runtime* picks one of them: ``litert-int8`` (the default), ``litert-float``
+or ``tensorflow``. Loading checks the file's checksum and the feature-spec
+version, so a damaged or mismatched model is refused with a readable reason
+instead of scoring nonsense. Each runtime has its own calibrated thresholds
+(quantization moves scores a little).
 
 Real traffic repeats itself (page numbers, sort keys, user names, search
 terms), so each model remembers the scores of the last CACHE_ENTRIES short
@@ -22,18 +28,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from mlwaf.features import SPEC_VERSION, hash_ngrams
+from mlwaf.config import RUNTIMES
+from mlwaf.features import SPEC_VERSION, fit_length, fit_rows, signature, windows
 
 BENIGN = "benign"
+KIND = "char-cnn"
+DEFAULT_RUNTIME = RUNTIMES[0]
 CACHE_ENTRIES = 16384  # per model and worker process; oldest entry dropped first
 CACHE_MAX_CHARS = 256  # longer values are scored every time (bounds the cache at a few MB)
-SCORE_BATCH = 5000  # values hashed together at most (training and evaluation score many)
+
+# A backend maps a batch of id rows (rows x length, int32) to class probabilities (rows x classes).
+Backend = Callable[[npt.NDArray[np.int32]], npt.NDArray[np.float32]]
 
 
 class ModelError(RuntimeError):
@@ -48,16 +60,49 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def litert_backend(path: Path, threads: int = 1) -> Backend:
+    """Run an exported ``.tflite`` file with LiteRT, one fixed-shape signature per batch shape."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415 - only this runtime needs it
+    except ImportError:
+        raise ModelError("the litert runtimes need the ai-edge-litert package") from None
+    try:
+        interpreter = Interpreter(model_path=str(path), num_threads=threads)
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"LiteRT cannot load {path.name}: {exc}") from None
+    runners: dict[str, Callable[..., dict[str, npt.NDArray[np.float32]]]] = {}
+
+    def run(ids: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
+        key = signature(*ids.shape)
+        runner = runners.get(key)
+        if runner is None:
+            runner = runners[key] = interpreter.get_signature_runner(key)
+        return runner(ids=ids)["probs"]
+
+    return run
+
+
+def keras_backend(path: Path) -> Backend:
+    """Run the trained ``.keras`` model with full TensorFlow (slower to start, same shapes)."""
+    try:
+        import keras  # noqa: PLC0415 - optional and heavy
+    except ImportError:
+        raise ModelError("the tensorflow runtime needs TensorFlow (pip install 'mlwaf[tensorflow]')") from None
+    try:
+        network = keras.models.load_model(path, compile=False)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"Keras cannot load {path.name}: {exc}") from None
+    return lambda ids: np.asarray(network(ids, training=False), dtype=np.float32)
+
+
 @dataclass
 class AttackModel:
-    """Per-value attack probabilities from a hashed n-gram linear (softmax) model."""
+    """Per-value attack probabilities from the character-level network."""
 
     name: str
     version: str
     classes: list[str]
-    bits: int
-    weights: npt.NDArray[np.float32]
-    bias: npt.NDArray[np.float32]
+    backend: Backend
     thresholds: dict[str, float] = field(default_factory=dict)
     metadata: dict[str, object] = field(default_factory=dict)
     _cache: dict[str, tuple[float, str]] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -65,8 +110,6 @@ class AttackModel:
     def __post_init__(self) -> None:
         if BENIGN not in self.classes:
             raise ModelError(f"model {self.name}: classes must include {BENIGN!r}")
-        if self.weights.shape != (1 << self.bits, len(self.classes)) or self.bias.shape != (len(self.classes),):
-            raise ModelError(f"model {self.name}: weight shapes do not match {len(self.classes)} classes")
         self._benign = self.classes.index(BENIGN)
         self._attack_columns = [i for i, c in enumerate(self.classes) if c != BENIGN]
 
@@ -75,23 +118,33 @@ class AttackModel:
         return [self.classes[i] for i in self._attack_columns]
 
     def probabilities(self, values: list[str]) -> npt.NDArray[np.float32]:
-        """Class probabilities, one row per value (in batches, so memory stays bounded)."""
-        if len(values) > SCORE_BATCH:
-            parts = [self.probabilities(values[i : i + SCORE_BATCH]) for i in range(0, len(values), SCORE_BATCH)]
-            return np.concatenate(parts)
-        if not values:
-            return np.zeros((0, len(self.classes)), dtype=np.float32)
-        buckets, owner = hash_ngrams(values, self.bits)
-        # Sum the n-gram weight rows per value, one class column at a time:
-        # memory grows with the number of n-grams, not values x n-grams.
-        rows = self.weights[buckets]
-        logits = np.empty((len(values), len(self.classes)), dtype=np.float64)
-        for column in range(len(self.classes)):
-            logits[:, column] = np.bincount(owner, weights=rows[:, column], minlength=len(values))
-        logits += self.bias
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+        """Class probabilities, one row per value (a long value: its most attack-like window)."""
+        rows: list[npt.NDArray[np.int32]] = []
+        owner: list[int] = []
+        for index, value in enumerate(values):
+            for row in windows(value):
+                rows.append(row)
+                owner.append(index)
+        by_length: dict[int, list[int]] = {}
+        for number, row in enumerate(rows):
+            by_length.setdefault(fit_length(max(row.size, 1)), []).append(number)
+        row_probs = np.empty((len(rows), len(self.classes)), dtype=np.float32)
+        for length, members in by_length.items():
+            start = 0
+            while start < len(members):
+                count = fit_rows(len(members) - start, length)
+                chunk = members[start : start + count]
+                batch = np.zeros((count, length), dtype=np.int32)
+                for slot, number in enumerate(chunk):
+                    batch[slot, : rows[number].size] = rows[number]
+                row_probs[chunk] = self.backend(batch)[: len(chunk)]
+                start += count
+        if len(rows) == len(values):
+            return row_probs
+        # Several windows per value: keep each value's window with the lowest P(benign).
+        order = np.lexsort((row_probs[:, self._benign], np.asarray(owner)))
+        first = np.unique(np.asarray(owner)[order], return_index=True)[1]
+        return row_probs[order[first]]
 
     def score(self, values: list[str]) -> tuple[npt.NDArray[np.float32], list[str]]:
         """Attack probability (1 - P(benign)) and the most likely family, per value."""
@@ -101,7 +154,7 @@ class AttackModel:
         if missing:
             fresh = [values[i] for i in missing]
             probs = self.probabilities(fresh)
-            attack = (1.0 - probs[:, self._benign]).tolist()
+            attack = (1.0 - probs[:, self._benign]).clip(0.0, 1.0).tolist()
             best = probs[:, self._attack_columns].argmax(axis=1)
             for i, value, score, column in zip(missing, fresh, attack, best, strict=True):
                 found[i] = (score, self.classes[self._attack_columns[column]])
@@ -112,9 +165,7 @@ class AttackModel:
         return np.array([s for s, _ in found], dtype=np.float32), [f for _, f in found]
 
 
-def load_model(metadata_path: str | Path) -> AttackModel:
-    """Load and verify a model from its metadata JSON file."""
-    path = Path(metadata_path)
+def _read_metadata(path: Path) -> dict:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -123,32 +174,37 @@ def load_model(metadata_path: str | Path) -> AttackModel:
         raise ModelError(f"model metadata {path} is not JSON: {exc}") from None
     if not isinstance(meta, dict):
         raise ModelError(f"model metadata {path} must be a JSON object")
-    if meta.get("kind") != "ngram-linear":
-        raise ModelError(f"model {path}: unsupported kind {meta.get('kind')!r} (this analyzer runs ngram-linear)")
+    if meta.get("kind") != KIND:
+        raise ModelError(f"model {path}: unsupported kind {meta.get('kind')!r} (this analyzer runs {KIND})")
     if meta.get("spec") != SPEC_VERSION:
         raise ModelError(
             f"model {path}: feature spec {meta.get('spec')!r} does not match this analyzer's {SPEC_VERSION!r}"
         )
-    weights_path = path.parent / str(meta.get("weights", ""))
-    if not weights_path.is_file():
-        raise ModelError(f"model {path}: weights file {weights_path} is missing")
-    actual = sha256_file(weights_path)
-    if actual != meta.get("sha256"):
-        raise ModelError(f"model {path}: checksum mismatch for {weights_path.name} (got {actual})")
-    try:
-        with np.load(weights_path) as arrays:
-            weights = arrays["W"].astype(np.float32)
-            bias = arrays["b"].astype(np.float32)
-    except (OSError, KeyError, ValueError) as exc:
-        raise ModelError(f"model {path}: cannot read weights: {exc}") from None
-    thresholds = meta.get("thresholds") or {}
+    return meta
+
+
+def load_model(metadata_path: str | Path, runtime: str = DEFAULT_RUNTIME) -> AttackModel:
+    """Load and verify a model from its metadata JSON file, for one runtime."""
+    path = Path(metadata_path)
+    if runtime not in RUNTIMES:
+        raise ModelError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    meta = _read_metadata(path)
+    name = str((meta.get("files") or {}).get(runtime, ""))
+    if not name:
+        raise ModelError(f"model {path}: no file for the {runtime} runtime")
+    model_file = path.parent / name
+    if not model_file.is_file():
+        raise ModelError(f"model {path}: {runtime} file {model_file} is missing")
+    actual = sha256_file(model_file)
+    if actual != (meta.get("sha256") or {}).get(name):
+        raise ModelError(f"model {path}: checksum mismatch for {name} (got {actual})")
+    backend = keras_backend(model_file) if runtime == "tensorflow" else litert_backend(model_file)
+    thresholds = (meta.get("thresholds") or {}).get(runtime) or {}
     return AttackModel(
         name=str(meta.get("name", path.stem)),
         version=str(meta.get("version", "")),
         classes=[str(c) for c in meta.get("classes", [])],
-        bits=int(meta.get("bits", 0)),
-        weights=weights,
-        bias=bias,
+        backend=backend,
         thresholds={str(k): float(v) for k, v in thresholds.items()},
         metadata=meta,
     )

@@ -71,12 +71,16 @@ def safe_analyze(analyzer: Analyzer, request: Request, started: float | None = N
     return reply
 
 
+LOGGED_VALUE_CHARS = 1000
+
+
 class DecisionLog:
     """JSON lines, one per decision, appended with O_APPEND so workers never interleave."""
 
-    def __init__(self, path: str, log_allowed: bool) -> None:
+    def __init__(self, path: str, log_allowed: bool, log_values: bool = True) -> None:
         self.path = path
         self.log_allowed = log_allowed
+        self.log_values = log_values
         self.fd = -1
         self.reopen()
 
@@ -99,6 +103,15 @@ class DecisionLog:
         if request is not None:
             record.update(client_ip=request.client_ip, method=request.method, path=request.path[:512])
         record.update(reply.as_dict())
+        if self.log_values and request is not None:
+            # The inputs behind the verdict, so that `mlwaf feedback` can turn an
+            # operator's judgement into training data (LOGGED_VALUE_CHARS at most each).
+            values = {(arg.source, arg.name): arg.value for arg in request.args}
+            values["path", ""] = request.path
+            for reason in record["reasons"]:  # type: ignore[attr-defined]
+                value = values.get((reason["source"], reason["name"]))
+                if value is not None:
+                    reason["value"] = value[:LOGGED_VALUE_CHARS]
         try:
             os.write(self.fd, encode_line(record))
         except OSError as exc:
@@ -175,7 +188,7 @@ def listening_socket(settings: Settings) -> socket.socket:
 
 def serve(settings: Settings, analyzer: Analyzer) -> int:
     listener = listening_socket(settings)
-    decisions = DecisionLog(settings.decision_log, settings.log_allowed)
+    decisions = DecisionLog(settings.decision_log, settings.log_allowed, settings.log_values)
     children: dict[int, float] = {}
     stopping = False
 

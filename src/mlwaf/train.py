@@ -1,8 +1,10 @@
-"""Train the hashed n-gram attack model (softmax regression) and write it out.
+"""Train the attack network, export it for LiteRT and write its files.
 
-Deterministic: fixed seed, fixed data order, no network. The result is a
-weights file, a metadata JSON the runtime checks at load time, and a model
-card with the evaluation on the untouched test split.
+Deterministic: fixed seeds, deterministic TensorFlow ops, fixed data order,
+no network. Writes ``attack.keras``, ``attack.tflite`` (float32),
+``attack-int8.tflite``, the metadata JSON the runtime checks at load time
+(feature spec, per-runtime thresholds, data hash, test rates) and
+``SHA256SUMS``; the model card is ``files/models/README.md``.
 """
 
 from __future__ import annotations
@@ -10,96 +12,38 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from mlwaf.augment import variants
 from mlwaf.datasets import FAMILIES, Sample, training_and_test
-from mlwaf.features import SPEC_VERSION, hash_ngrams
-from mlwaf.model import AttackModel, sha256_file
+from mlwaf.features import SPEC_VERSION, windows
+from mlwaf.model import KIND, AttackModel, load_model, sha256_file
+from mlwaf.neural import NetworkSettings, export_tflite, fit
 
 Progress = Callable[[int, int], None]
 MIN_BLOCK_THRESHOLD = 0.9
+FILES = {"litert-int8": "attack-int8.tflite", "litert-float": "attack.tflite", "tensorflow": "attack.keras"}
+SIZE_LIMIT = 1_000_000  # bytes per model file
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    bits: int = 16
-    epochs: int = 6
-    batch: int = 1024
-    learning_rate: float = 0.05
-    l2: float = 1e-6
-    seed: int = 7
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    augment_share: float = 0.3  # of the attack values get one evasion variant
     target_fpr: float = 0.001  # block threshold: at most this share of held-out benign values above it
 
-
-def _csr(texts: list[str], bits: int, chunk: int = 20000) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    """Bucket ids of all texts, grouped per text, and the row offsets."""
-    parts, lengths = [], []
-    for start in range(0, len(texts), chunk):
-        batch = texts[start : start + chunk]
-        buckets, owner = hash_ngrams(batch, bits)
-        order = np.argsort(owner, kind="stable")
-        parts.append(buckets[order])
-        lengths.append(np.bincount(owner, minlength=len(batch)))
-    indptr = np.concatenate(([0], np.cumsum(np.concatenate(lengths))))
-    return np.concatenate(parts), indptr
-
-
-def _gather(rows: npt.NDArray[np.intp], indices: npt.NDArray[np.intp], indptr: npt.NDArray[np.intp]):
-    starts, ends = indptr[rows], indptr[rows + 1]
-    lengths = ends - starts
-    offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    positions = np.repeat(starts - offsets, lengths) + np.arange(lengths.sum())
-    return indices[positions], offsets, np.repeat(np.arange(rows.size), lengths)
-
-
-def fit(samples: list[Sample], settings: TrainSettings, progress: Progress | None = None) -> AttackModel:
-    rng = np.random.default_rng(settings.seed)
-    labels = np.array([FAMILIES.index(s.family) for s in samples], dtype=np.intp)
-    indices, indptr = _csr([s.text for s in samples], settings.bits)
-    classes = len(FAMILIES)
-    counts = np.bincount(labels, minlength=classes).astype(np.float64)
-    class_weight = (counts.sum() / (classes * np.maximum(counts, 1))).astype(np.float32)
-    weights = np.zeros((1 << settings.bits, classes), dtype=np.float32)
-    bias = np.zeros(classes, dtype=np.float32)
-    m, v = np.zeros_like(weights), np.zeros_like(weights)
-    steps = settings.epochs * -(-len(samples) // settings.batch)
-    beta1, beta2, eps, step = 0.9, 0.999, 1e-8, 0
-    for _ in range(settings.epochs):
-        order = rng.permutation(len(samples))
-        for start in range(0, len(samples), settings.batch):
-            rows = order[start : start + settings.batch]
-            cols, offsets, owner = _gather(rows, indices, indptr)
-            logits = np.add.reduceat(weights[cols], offsets, axis=0) + bias
-            logits -= logits.max(axis=1, keepdims=True)
-            probs = np.exp(logits)
-            probs /= probs.sum(axis=1, keepdims=True)
-            probs[np.arange(rows.size), labels[rows]] -= 1.0
-            grad_rows = probs * class_weight[labels[rows], None] / rows.size
-            touched, inverse = np.unique(cols, return_inverse=True)
-            grad = np.stack(
-                [np.bincount(inverse, weights=grad_rows[owner, c], minlength=touched.size) for c in range(classes)],
-                axis=1,
-            ).astype(np.float32)
-            grad += settings.l2 * weights[touched]
-            step += 1
-            # Lazy Adam: only the rows this batch touched move.
-            m[touched] = beta1 * m[touched] + (1 - beta1) * grad
-            v[touched] = beta2 * v[touched] + (1 - beta2) * grad * grad
-            scale = settings.learning_rate * np.sqrt(1 - beta2**step) / (1 - beta1**step)
-            weights[touched] -= scale * m[touched] / (np.sqrt(v[touched]) + eps)
-            bias -= settings.learning_rate * grad_rows.sum(axis=0)
-            if progress:
-                progress(step, steps)
-    return AttackModel("attack", "", list(FAMILIES), settings.bits, weights, bias)
+    @property
+    def seed(self) -> int:
+        return self.network.seed
 
 
 def rates(model: AttackModel, samples: list[Sample], threshold: float) -> dict[str, dict[str, float]]:
     """Detection rate per attack family and false-positive rate on benign values."""
-    scores = _scores(model, samples)
+    scores = model.score([s.text for s in samples])[0]
     table: dict[str, dict[str, float]] = {}
     for family in FAMILIES:
         mask = np.array([s.family == family for s in samples])
@@ -109,17 +53,24 @@ def rates(model: AttackModel, samples: list[Sample], threshold: float) -> dict[s
     return table
 
 
-def _scores(model: AttackModel, samples: list[Sample]) -> npt.NDArray[np.float32]:
-    return model.score([s.text for s in samples])[0]
-
-
-def calibrate(model: AttackModel, benign: list[Sample], target_fpr: float) -> float:
-    """The lowest threshold at which at most ``target_fpr`` of these benign values score above it."""
-    scores = np.sort(_scores(model, benign))
+def calibrate(model: AttackModel, benign: list[Sample], target_fpr: float) -> dict[str, float]:
+    """Block at the lowest threshold that lets at most ``target_fpr`` of these benign values through
+    (never below MIN_BLOCK_THRESHOLD: attacks score near 1.0, so a high bar costs little); log 0.2 lower."""
+    scores = np.sort(model.score([s.text for s in benign])[0])
     allowed = int(np.floor(target_fpr * scores.size))
-    # Never below MIN_BLOCK_THRESHOLD: the calibration values are easier than real traffic, and
-    # attacks score near 1.0 anyway, so a high bar costs little detection.
-    return float(min(0.99, max(MIN_BLOCK_THRESHOLD, scores[scores.size - allowed - 1] + 1e-4)))
+    block = float(min(0.99, max(MIN_BLOCK_THRESHOLD, scores[scores.size - allowed - 1] + 1e-4)))
+    return {"block": round(block, 4), "log": round(max(0.5, block - 0.2), 4)}
+
+
+def _rows(samples: list[Sample]) -> list[npt.NDArray[np.int32]]:
+    return [windows(s.text)[0] for s in samples]
+
+
+def _data_hash(samples: list[Sample]) -> str:
+    digest = hashlib.sha256()
+    for s in samples:
+        digest.update(f"{s.source}\t{s.family}\t{s.text}\n".encode())
+    return digest.hexdigest()
 
 
 def train_attack(
@@ -129,55 +80,71 @@ def train_attack(
     progress: Progress | None = None,
     extra: list[Sample] | None = None,
 ) -> dict:
-    """Train, calibrate, evaluate and write the attack model; returns its metadata.
-    ``extra`` (operator-labelled values) joins the training side only."""
-    train, test = training_and_test(data_root, settings.seed)
+    """Train, export, calibrate and evaluate the attack model; returns its metadata.
+
+    10% of the training side is held out: its real benign values set the
+    thresholds, and all of it gives the validation rates that choose between
+    settings (the test split only reports). ``extra`` (operator-labelled
+    values) joins the training side only."""
+    seed = settings.seed
+    train, test = training_and_test(data_root, seed)
     test_texts = {s.text for s in test}
     train += [s for s in extra or [] if s.text not in test_texts]
-    rng = np.random.default_rng(settings.seed)
+    rng = np.random.default_rng(seed)
     held_out = set(rng.choice(len(train), size=len(train) // 10, replace=False).tolist())
     fit_part = [s for i, s in enumerate(train) if i not in held_out]
+    fit_part += [s for s in variants(fit_part, settings.augment_share, seed) if s.text not in test_texts]
     # Calibrate on real benign values only: the generated ones are too easy to set a threshold with.
-    calibration = [
-        s
-        for i, s in enumerate(train)
-        if i in held_out and s.family == "benign" and not s.source.startswith("generated")
-    ]
-    model = fit(fit_part, settings, progress)
-    block = calibrate(model, calibration, settings.target_fpr)
-    log = round(max(0.5, block - 0.2), 4)
+    validation = [s for i, s in enumerate(train) if i in held_out]
+    calibration = [s for s in validation if s.family == "benign" and not s.source.startswith("generated")]
+    labels = np.array([FAMILIES.index(s.family) for s in fit_part], dtype=np.intp)
+    rows = _rows(fit_part)
+    network = fit(rows, labels, len(FAMILIES), settings.network, progress)
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    weights_path = out_dir / "attack.npz"
-    np.savez_compressed(weights_path, W=model.weights.astype(np.float16), b=model.bias)
-    digest = hashlib.sha256()
-    for s in train:
-        digest.update(f"{s.source}\t{s.family}\t{s.text}\n".encode())
-    meta = {
+    exported = export_tflite(network, _rows(fit_part[:: max(1, len(fit_part) // 2000)]), seed)
+    (out_dir / FILES["litert-float"]).write_bytes(exported["float"])
+    (out_dir / FILES["litert-int8"]).write_bytes(exported["int8"])
+    network.save(out_dir / FILES["tensorflow"])
+    weights = hashlib.sha256(b"".join(w.tobytes() for w in network.get_weights())).hexdigest()
+    meta: dict = {
         "name": "attack",
-        "kind": "ngram-linear",
+        "kind": KIND,
         "spec": SPEC_VERSION,
-        "version": f"ngram-{sha256_file(weights_path)[:12]}",
+        "version": f"cnn-{weights[:12]}",
         "classes": list(FAMILIES),
-        "bits": settings.bits,
-        "weights": weights_path.name,
-        "sha256": sha256_file(weights_path),
-        "thresholds": {"block": round(block, 4), "log": log},
+        "files": FILES,
+        "sha256": {name: sha256_file(out_dir / name) for name in FILES.values()},
+        "bytes": {name: (out_dir / name).stat().st_size for name in FILES.values()},
+        "thresholds": {},
         "training": {
             "samples": len(fit_part),
+            "augmented": sum(s.source.endswith("+augmented") for s in fit_part),
             "calibration_benign": len(calibration),
-            "data_sha256": digest.hexdigest(),
+            "data_sha256": _data_hash(train),
             "extra_samples": len(extra or []),
-            "settings": settings.__dict__,
+            "settings": asdict(settings),
         },
-        "test": rates(model, test, block),
+        "validation": {},
+        "test": {},
     }
-    (out_dir / "attack.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    metadata_path = out_dir / "attack.json"
+    metadata_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    for runtime in FILES:
+        model = load_model(metadata_path, runtime)
+        meta["thresholds"][runtime] = calibrate(model, calibration, settings.target_fpr)
+        meta["validation"][runtime] = rates(model, validation, meta["thresholds"][runtime]["block"])
+        meta["test"][runtime] = rates(model, test, meta["thresholds"][runtime]["block"])
+    metadata_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     write_checksums(out_dir)
+    too_big = [name for name, size in meta["bytes"].items() if size > SIZE_LIMIT]
+    if too_big:
+        raise RuntimeError(f"model files over {SIZE_LIMIT} bytes: {', '.join(too_big)}")
     return meta
 
 
 def write_checksums(folder: Path) -> None:
     """SHA256SUMS for every model file in the folder, in sha256sum's format."""
-    files = sorted(p for p in folder.iterdir() if p.suffix in {".json", ".npz", ".tflite", ".keras"})
+    files = sorted(p for p in folder.iterdir() if p.suffix in {".json", ".tflite", ".keras"})
     lines = [f"{sha256_file(p)}  {p.name}\n" for p in files]
     (folder / "SHA256SUMS").write_text("".join(lines), encoding="utf-8")

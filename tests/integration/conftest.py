@@ -84,17 +84,12 @@ def rule_ids(entry: dict) -> set[str]:
     return ids
 
 
-def converge(hostname: str, *extra: str) -> None:
-    """Re-run the site playbook against the test host, as an operator would."""
+def converge(hostname: str, *extra: str, playbook: str = "site.yml", succeed: bool = True) -> str:
+    """Re-run a playbook (the site one by default) against the test host, as an operator would;
+    returns its output, and checks that it succeeded (or, with ``succeed=False``, that it failed)."""
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    cmd = [
-        "ansible-playbook",
-        "-i",
-        inventory,
-        "--limit",
-        hostname,
-        str(PROJECT_DIR / "playbooks" / "site.yml"),
-        *extra,
-    ]
+    cmd = ["ansible-playbook", "-i", inventory, "--limit", hostname, str(PROJECT_DIR / "playbooks" / playbook), *extra]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    output = result.stdout[-20000:] + result.stderr[-4000:]
+    assert (result.returncode == 0) == succeed, output
+    return output

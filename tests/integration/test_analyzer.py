@@ -58,19 +58,32 @@ def test_analyzer_unit_is_hardened(host) -> None:
     assert props["MemoryMax"] != "infinity"
 
 
+def test_model_runs_at_full_speed_under_the_hardened_unit(host) -> None:
+    # The sandbox must leave LiteRT what it needs to pick its fast kernels (/proc/cpuinfo).
+    journal = host.run("journalctl -u mlwaf-analyzer.service --no-pager -o cat -n 200").stdout
+    assert "Error in cpuinfo" not in journal
+    answer = json.loads(host.run("/opt/mlwaf/venv/bin/mlwaf query --json '/search.php?q=red+shoes&page=2'").stdout)
+    assert answer["ms"] < 5, answer
+
+
 def test_models_verified_and_loaded(host) -> None:
-    assert host.run("cd /var/lib/mlwaf/models && sha256sum --check --strict SHA256SUMS").rc == 0
+    assert host.run("cd /var/lib/mlwaf/models/current && sha256sum --check --strict SHA256SUMS").rc == 0
     check = host.run("/opt/mlwaf/venv/bin/mlwaf check --config /etc/mlwaf/analyzer.toml")
     assert check.rc == 0, check.stderr
     assert "model attack" in check.stdout
 
 
-def test_tampered_model_is_refused(host) -> None:
-    host.run("rm -rf /tmp/mlwaf-model && cp -r /var/lib/mlwaf/models /tmp/mlwaf-model")
-    host.run("printf x >> /tmp/mlwaf-model/attack.npz")
+def test_tampered_or_mismatched_model_is_refused(host) -> None:
+    host.run("rm -rf /tmp/mlwaf-model && cp -r /var/lib/mlwaf/models/current/ /tmp/mlwaf-model")
+    host.run("printf x >> /tmp/mlwaf-model/attack-int8.tflite")
     check = host.run("/opt/mlwaf/venv/bin/mlwaf check --model /tmp/mlwaf-model/attack.json")
     assert check.rc == 2
-    assert "checksum mismatch" in check.stderr
+    assert "checksum mismatch for attack-int8.tflite" in check.stderr
+    host.run("cp /var/lib/mlwaf/models/current/attack-int8.tflite /tmp/mlwaf-model/")
+    host.run('sed -i \'s/"spec": "bytes-v1"/"spec": "bytes-v0"/\' /tmp/mlwaf-model/attack.json')
+    check = host.run("/opt/mlwaf/venv/bin/mlwaf check --model /tmp/mlwaf-model/attack.json")
+    assert check.rc == 2
+    assert "feature spec 'bytes-v0' does not match" in check.stderr
 
 
 def test_benign_requests_are_scored_and_pass(host, client: Client) -> None:

@@ -33,9 +33,11 @@ max_args = 50
 [logs]
 decision_log = "/tmp/d.jsonl"
 log_allowed = true
+log_values = false
 [models.attack]
 path = "/m/attack.json"
 block_threshold = 0.95
+runtime = "litert-float"
 """
     )
     settings = load(path)
@@ -46,6 +48,8 @@ block_threshold = 0.95
     assert settings.limits.max_args == 50
     assert settings.models["attack"].block_threshold == 0.95
     assert settings.models["attack"].log_threshold is None
+    assert settings.models["attack"].runtime == "litert-float"
+    assert settings.log_values is False
 
 
 @pytest.mark.parametrize(
@@ -57,6 +61,8 @@ block_threshold = 0.95
         ({"decision": {"allow_params": [3]}}, "allow_params"),
         ({"models": {"attack": {"path": "/m.json", "block_threshold": 1.5}}}, r"in \(0, 1\]"),
         ({"models": {"attack": {}}}, "needs a path"),
+        ({"models": {"attack": {"path": "/m.json", "runtime": "onnx"}}}, "runtime must be one of"),
+        ({"logs": {"log_values": "yes"}}, "log_values must be bool"),
         ({"models": {"attack": {"path": "/m.json", "typo": 1}}}, "unknown setting"),
         ({"server": {"workers": True}}, "not a boolean"),
         ({"server": {"workers": -1}}, "workers"),

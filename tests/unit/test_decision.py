@@ -49,9 +49,16 @@ def test_benign_request_is_allowed(default: Analyzer) -> None:
 
 
 def test_no_inputs_scores_zero(default: Analyzer) -> None:
-    reply = default.analyze(request())
+    reply = default.analyze(request(path="/"))
     assert reply.verdict == "allow"
     assert reply.scores == {"attack": 0.0}
+
+
+def test_the_path_is_scored_too(default: Analyzer) -> None:
+    assert default.analyze(request(path="/shop/item.php")).verdict == "allow"
+    reply = default.analyze(request(path="/index.php/<script>alert(document.cookie)</script>"))
+    assert reply.verdict == "block"
+    assert (reply.reasons[0].source, reply.reasons[0].family) == ("path", "xss")
 
 
 def test_detection_only_logs_instead_of_blocking() -> None:
@@ -60,11 +67,15 @@ def test_detection_only_logs_instead_of_blocking() -> None:
     assert reply.reasons
 
 
-def test_configured_thresholds_override_the_model() -> None:
-    strict = Analyzer.from_settings(Settings(models={"attack": ModelSettings(MODEL, block_threshold=1.0)}))
-    reply = strict.analyze(request(Arg("query", "q", "<b>hello</b> and 1=1")))
-    assert reply.verdict in ("allow", "log")
-    assert strict.thresholds["attack"].block == 1.0
+def test_configured_thresholds_override_the_model(default: Analyzer) -> None:
+    candidates = ["<b>hello</b> and 1=1", "a=1 or b", "1;2", "x' y", "(1)", "<p>", "../a", "a|b"]
+    scores = {v: default.analyze(request(Arg("query", "q", v), path="/")).scores["attack"] for v in candidates}
+    value, score = next((v, s) for v, s in scores.items() if 0.05 < s < 0.999)
+    above = Analyzer.from_settings(Settings(models={"attack": ModelSettings(MODEL, block_threshold=(1 + score) / 2)}))
+    below = Analyzer.from_settings(Settings(models={"attack": ModelSettings(MODEL, block_threshold=score / 2)}))
+    assert above.analyze(request(Arg("query", "q", value), path="/")).verdict in ("allow", "log")
+    assert below.analyze(request(Arg("query", "q", value), path="/")).verdict == "block"
+    assert above.thresholds["attack"].block == (1 + score) / 2
 
 
 def test_allowlisted_network_and_path_skip_the_models() -> None:

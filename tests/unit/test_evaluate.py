@@ -8,8 +8,20 @@ from pathlib import Path
 import pytest
 
 from mlwaf.cli import main
-from mlwaf.datasets import Sample
-from mlwaf.evaluate import EvaluationError, evaluate, libinjection_detector, markdown, model_detector, overall
+from mlwaf.datasets import HttpRequest, Sample
+from mlwaf.evaluate import (
+    EvaluationError,
+    LabelledRequest,
+    appliance_detector,
+    attack_requests,
+    evaluate,
+    inference_ms,
+    libinjection_detector,
+    markdown,
+    model_detector,
+    overall,
+    per_value,
+)
 from mlwaf.model import load_model
 
 MODELS = Path(__file__).resolve().parents[2] / "files" / "models"
@@ -28,7 +40,7 @@ def flags_quotes(values) -> list[bool]:
 
 
 def test_rates_and_balanced_accuracy() -> None:
-    result = evaluate(SAMPLES, {"quotes": flags_quotes, "nothing": lambda values: [False] * len(values)})
+    result = evaluate(SAMPLES, {"quotes": per_value(flags_quotes), "nothing": lambda items: [False] * len(items)})
     assert result.by_family["sqli"]["quotes"].rate == 1.0
     assert result.by_family["cmdi"]["quotes"].rate == 0.0
     assert result.by_family["benign"]["quotes"].blocked == 0
@@ -44,16 +56,55 @@ def test_rates_and_balanced_accuracy() -> None:
 
 
 def test_detector_lengths_must_match() -> None:
-    with pytest.raises(EvaluationError, match="short answered 1 of 6 values"):
-        evaluate(SAMPLES, {"short": lambda values: [True]})
+    with pytest.raises(EvaluationError, match="short answered 1 of 6 items"):
+        evaluate(SAMPLES, {"short": lambda items: [True]})
+    with pytest.raises(EvaluationError, match="answered 1 of 6 values"):
+        evaluate(SAMPLES, {"short": per_value(lambda values: [True])})
+
+
+BENIGN_REQUESTS = [
+    HttpRequest("GET", "/shop/item.jsp", (("id", "3"), ("name", "Vino Rioja"))),
+    HttpRequest("POST", "/shop/login.jsp", (), (("login", "alice"), ("pwd", "wonderland")), (("SID", "AB12"),)),
+    HttpRequest("GET", "/shop/index.jsp"),
+]
+
+
+def test_attacks_are_planted_into_one_argument_of_a_benign_request() -> None:
+    attacks = [Sample(f"' or {i}={i}--", "sqli", "s") for i in range(30)]
+    planted = attack_requests(BENIGN_REQUESTS, attacks, seed=1)
+    assert planted == attack_requests(BENIGN_REQUESTS, attacks, seed=1)
+    for item, attack in zip(planted, attacks, strict=True):
+        values = item.request.values
+        assert values.count(attack.text) == 1
+        assert item.request.path in {r.path for r in BENIGN_REQUESTS}
+        assert len(values) == max(2, len(next(r for r in BENIGN_REQUESTS if r.path == item.request.path).values))
+    assert {item.request.path for item in planted} == {r.path for r in BENIGN_REQUESTS}
+
+
+def test_a_request_is_blocked_when_any_value_is() -> None:
+    items = [LabelledRequest(r, "benign", "csic") for r in BENIGN_REQUESTS]
+    items += attack_requests(BENIGN_REQUESTS, [Sample("<script>", "xss", "s")], seed=2)
+    result = evaluate(items, {"quotes": per_value(flags_quotes)})
+    assert result.by_family["benign"]["quotes"].blocked == 0
+    assert result.by_family["xss"]["quotes"].blocked == 1
+    assert "| benign | 3 |" in markdown(result, "requests")
+
+
+def test_inference_time_is_measured() -> None:
+    model = load_model(MODELS / "attack.json")
+    assert 0 < inference_ms(model, BENIGN_REQUESTS * 20, repeat=1) < 100
+
+
+def test_appliance_detector_reports_an_unreachable_appliance() -> None:
+    with pytest.raises(EvaluationError, match="did not answer"):
+        appliance_detector("http://127.0.0.1:9", timeout=2)(SAMPLES[:1])
 
 
 def test_model_and_libinjection_detectors() -> None:
     pytest.importorskip("libinjection")
-    texts = [s.text for s in SAMPLES]
-    model = model_detector(load_model(MODELS / "attack.json"))(texts)
+    model = model_detector(load_model(MODELS / "attack.json"))(SAMPLES)
     assert model == [False, False, False, True, True, True]
-    libinjection = libinjection_detector()(texts)
+    libinjection = libinjection_detector()(SAMPLES)
     assert libinjection[3]
     assert libinjection[4]
     assert not libinjection[0]
@@ -71,7 +122,10 @@ def test_evaluate_command_writes_its_report(tmp_path: Path, capsys) -> None:
     pytest.importorskip("libinjection")
     assert main(["evaluate", "--data", str(data), "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "detection.json").read_text())
-    assert set(summary["detectors"]) == {"mlwaf", "libinjection"}
-    assert summary["detectors"]["mlwaf"]["tpr_sqli"] > 0.95
+    assert set(summary["per_request"]) == set(summary["per_value"]) == {"mlwaf", "libinjection"}
+    assert summary["per_value"]["mlwaf"]["tpr_sqli"] > 0.95
+    assert summary["per_request"]["mlwaf"]["fpr"] < 0.01
+    assert 0 < summary["inference_ms_per_request"] < 5
     assert (tmp_path / "detection.png").stat().st_size > 0
+    assert (tmp_path / "detection-values.png").stat().st_size > 0
     assert "Balanced accuracy" in capsys.readouterr().out

@@ -1,12 +1,12 @@
-"""Text normalisation and hashed n-grams."""
+"""Text normalisation, byte ids, windows and batch shapes."""
 
 from __future__ import annotations
 
-import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlwaf.features import MAX_CHARS, NGRAM_SIZES, hash_ngrams, normalise
+from mlwaf.features import LENGTHS, OVERLAP, SHAPES, WINDOW, fit_length, fit_rows, normalise, windows
 
 
 def test_normalise_undoes_obfuscation() -> None:
@@ -14,45 +14,36 @@ def test_normalise_undoes_obfuscation() -> None:
     assert normalise("%3Cscript%3E") == b"<script>"
     assert normalise("&lt;img src=x onerror=alert(1)&gt;") == b"<img src=x onerror=alert(0)>"
     assert normalise("id=42") == b"id=00"
-    assert len(normalise("a" * (MAX_CHARS + 10))) == MAX_CHARS
 
 
-def test_ngrams_per_value_and_no_crossing() -> None:
-    values = ["ab", "", "xyz"]
-    buckets, owner = hash_ngrams(values, 12)
-    assert buckets.shape == owner.shape
-    assert buckets.max() < 1 << 12
-    # A framed value of length L+2 has L+2-n+1 n-grams of each size n (all
-    # distinct here, barring a hash collision).
-    expected = [sum(max(0, len(v) + 2 - n + 1) for n in NGRAM_SIZES) for v in values]
-    assert np.bincount(owner, minlength=3).tolist() == expected
+def test_byte_ids_leave_zero_for_padding() -> None:
+    (row,) = windows("a\x00")
+    assert row.tolist() == [ord("a") + 1, 1]
 
 
-def test_each_bucket_counts_once_per_value() -> None:
-    short, _ = hash_ngrams(["test" * 3], 16)
-    long, _ = hash_ngrams(["test" * 300], 16)
-    assert short.tolist() == long.tolist()
-    buckets, owner = hash_ngrams(["aaaaaaaa", "aaaaaaaa"], 16)
-    for value in (0, 1):
-        mine = buckets[owner == value]
-        assert len(set(mine.tolist())) == mine.size
+def test_long_values_become_overlapping_windows() -> None:
+    text = "".join(chr(97 + i % 26) for i in range(3 * WINDOW))
+    parts = windows(text)
+    assert all(part.size <= WINDOW for part in parts)
+    assert len(parts) == 4
+    assert parts[0][-OVERLAP:].tolist() == parts[1][:OVERLAP].tolist()
+    assert parts[-1][-1] == ord(text[-1]) + 1  # the end of the value is read too
 
 
-def test_ngrams_are_deterministic_and_order_free() -> None:
-    one, _ = hash_ngrams(["select"], 16)
-    two, owner = hash_ngrams(["hello", "select"], 16)
-    assert sorted(one.tolist()) == sorted(two[owner == 1].tolist())
+@given(st.text(max_size=5000))
+def test_windows_cover_every_byte(text: str) -> None:
+    parts = windows(text)
+    size = len(normalise(text))
+    assert sum(p.size for p in parts) - OVERLAP * (len(parts) - 1) == size
 
 
-def test_no_values() -> None:
-    buckets, owner = hash_ngrams([], 16)
-    assert buckets.size == owner.size == 0
-
-
-@given(st.lists(st.text(), max_size=8))
-def test_any_text_hashes(values: list[str]) -> None:
-    buckets, owner = hash_ngrams(values, 10)
-    assert buckets.size == owner.size
-    assert (buckets < 1 << 10).all()
-    if values:
-        assert set(owner.tolist()) == set(range(len(values)))
+def test_shapes_and_fitting() -> None:
+    assert fit_length(1) == LENGTHS[0]
+    assert fit_length(33) == 64
+    with pytest.raises(ValueError, match="longer than the window"):
+        fit_length(WINDOW + 1)
+    assert fit_rows(3, 32) == 4  # one padded row is cheaper than three calls
+    assert fit_rows(6, 32) == 4  # ten padded rows are not
+    assert fit_rows(500, 32) == 64
+    assert fit_rows(9, WINDOW) == max(rows for rows, length in SHAPES if length == WINDOW)
+    assert all(rows * length <= 8192 for rows, length in SHAPES)

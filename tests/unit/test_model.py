@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from mlwaf.cli import main
-from mlwaf.datasets import DatasetError, Sample, extra_samples
-from mlwaf.model import AttackModel, ModelError, load_model, sha256_file
-from mlwaf.train import TrainSettings, fit, write_checksums
+from mlwaf.datasets import DatasetError, extra_samples
+from mlwaf.features import WINDOW
+from mlwaf.model import RUNTIMES, AttackModel, ModelError, load_model, sha256_file
 
 MODELS = Path(__file__).resolve().parents[2] / "files" / "models"
 
@@ -30,9 +30,37 @@ def test_shipped_model_loads_and_matches_its_checksums() -> None:
     model = load_model(MODELS / "attack.json")
     assert model.families == ["sqli", "xss", "cmdi", "traversal"]
     sums = dict(reversed(line.split("  ")) for line in (MODELS / "SHA256SUMS").read_text().splitlines())
+    assert set(sums) >= {"attack.json", *model.metadata["files"].values()}
     for name, digest in sums.items():
         assert sha256_file(MODELS / name) == digest
-    assert (MODELS / "attack.npz").stat().st_size <= 1_000_000
+        assert (MODELS / name).stat().st_size <= 1_000_000
+
+
+def test_litert_exports_agree_with_the_keras_model() -> None:
+    pytest.importorskip("keras")
+    values = ["alice", "1' or '1'='1", "<svg/onload=alert(1)>", "; id", "../../etc/passwd", "x" * 700, ""]
+    reference = load_model(MODELS / "attack.json", "tensorflow").probabilities(values)
+    assert np.abs(load_model(MODELS / "attack.json", "litert-float").probabilities(values) - reference).max() < 1e-4
+    # int8 activations: scores move by a few hundredths at most, the ranking does not
+    quantized = load_model(MODELS / "attack.json", "litert-int8").probabilities(values)
+    assert np.abs(quantized - reference).max() < 0.08
+    assert (quantized.argmax(axis=1) == reference.argmax(axis=1)).all()
+
+
+def test_batching_and_padding_do_not_change_scores() -> None:
+    model = load_model(MODELS / "attack.json", "litert-float")
+    values = [f"value {i} <b>" for i in range(37)] + ["1 union select pass from users", "a" * 40, "z"]
+    together = model.probabilities(values)
+    alone = np.concatenate([model.probabilities([v]) for v in values])
+    assert np.abs(together - alone).max() < 1e-5
+
+
+def test_an_attack_deep_inside_a_long_value_is_found() -> None:
+    model = load_model(MODELS / "attack.json")
+    padding = "lorem ipsum dolor sit amet " * (WINDOW // 10)
+    scores, families = model.score([padding, padding + "<script>alert(document.cookie)</script>" + padding])
+    assert scores[0] < model.thresholds["block"] <= scores[1]
+    assert families[1] == "xss"
 
 
 def test_shipped_model_separates_attacks_from_ordinary_values() -> None:
@@ -54,6 +82,15 @@ def test_shipped_model_separates_attacks_from_ordinary_values() -> None:
     benign = ["alice", "wonderland", "coffee grinder", "jean.dupont@example.org", "2024-05-01", "O'Reilly", "42"]
     scores, _ = model.score(benign)
     assert (scores < block).all(), dict(zip(benign, scores.round(3), strict=True))
+
+
+def test_shipped_model_leaves_short_values_alone() -> None:
+    model = load_model(MODELS / "attack.json")
+    values = [*string.ascii_letters, *string.digits, *"-_.*+/,:#@!?~=", "id", "en", "de", "asc", "desc", "on", "off"]
+    values += ["yes", "no", "ok", "p2", "v1", "us", "fr", "xl", "42", "007", "true", "null", "none", "all", "new"]
+    scores, _ = model.score(values)
+    blocked = [v for v, s in zip(values, scores, strict=True) if s >= model.thresholds["block"]]
+    assert blocked == []
 
 
 def test_shipped_model_leaves_machine_values_alone() -> None:
@@ -87,19 +124,27 @@ def test_score_cache_changes_cost_not_scores(monkeypatch: pytest.MonkeyPatch) ->
         assert got[1] == fresh[1]
 
 
-def test_checksum_mismatch_is_refused(model_dir: Path) -> None:
-    with (model_dir / "attack.npz").open("ab") as handle:
+@pytest.mark.parametrize("runtime", RUNTIMES[:2])
+def test_checksum_mismatch_is_refused(model_dir: Path, runtime: str) -> None:
+    name = json.loads((model_dir / "attack.json").read_text())["files"][runtime]
+    with (model_dir / name).open("ab") as handle:
         handle.write(b"x")
-    with pytest.raises(ModelError, match="checksum mismatch"):
-        load_model(model_dir / "attack.json")
+    with pytest.raises(ModelError, match=f"checksum mismatch for {name}"):
+        load_model(model_dir / "attack.json", runtime)
+
+
+def test_unknown_runtime_is_refused() -> None:
+    with pytest.raises(ModelError, match="unknown runtime 'onnx'"):
+        load_model(MODELS / "attack.json", "onnx")
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"spec": "ngram-hash-v0"}, "feature spec"),
-        ({"kind": "tflite"}, "unsupported kind"),
-        ({"weights": "missing.npz"}, "is missing"),
+        ({"spec": "ngram-hash-v2"}, "feature spec"),
+        ({"kind": "ngram-linear"}, "unsupported kind"),
+        ({"files": {"litert-int8": "missing.tflite"}}, "is missing"),
+        ({"files": {}}, "no file for the litert-int8 runtime"),
     ],
 )
 def test_mismatched_metadata_is_refused(model_dir: Path, change: dict, message: str) -> None:
@@ -117,22 +162,9 @@ def test_unreadable_metadata(tmp_path: Path) -> None:
         load_model(tmp_path / "bad.json")
 
 
-def test_weights_must_fit_the_classes() -> None:
-    with pytest.raises(ModelError, match="shapes"):
-        AttackModel("a", "", ["benign", "sqli"], 4, np.zeros((16, 3), np.float32), np.zeros(2, np.float32))
-
-
-def test_training_learns_and_writes_checksums(tmp_path: Path) -> None:
-    samples = [Sample(t, "sqli", "t") for t in ("1 or 1=1", "union select 1", "' or ''='", "1; drop table x")] * 20
-    samples += [Sample(t, "benign", "t") for t in ("hello", "coffee", "blue shirt", "paris")] * 20
-    model = fit(samples, TrainSettings(bits=12, epochs=5, batch=32, l2=0.0))
-    model.classes = ["benign", "sqli", "xss", "cmdi", "traversal"]
-    scores, families = model.score(["2 or 2=2", "tea"])
-    assert scores[0] > 0.5 > scores[1]
-    assert families[0] == "sqli"
-    (tmp_path / "m.json").write_text("{}")
-    write_checksums(tmp_path)
-    assert "m.json" in (tmp_path / "SHA256SUMS").read_text()
+def test_classes_must_include_benign() -> None:
+    with pytest.raises(ModelError, match="must include 'benign'"):
+        AttackModel("a", "", ["sqli", "xss"], backend=lambda ids: np.zeros((len(ids), 2), np.float32))
 
 
 def test_extra_labelled_values(tmp_path: Path) -> None:

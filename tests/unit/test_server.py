@@ -133,6 +133,17 @@ def test_decision_log(daemon) -> None:
     record = next(r for r in records if r["id"] == "logged")
     assert (record["verdict"], record["client_ip"], record["method"]) == ("block", "192.0.2.1", "POST")
     assert all(r["verdict"] != "allow" or "error" in r for r in records), "allowed requests are not logged by default"
+    # the input behind the verdict is kept for `mlwaf feedback`
+    assert any(reason.get("value") == ATTACK["args"][0][2] for reason in record["reasons"]), record
+    marked = subprocess.run(
+        [sys.executable, "-m", "mlwaf.cli", "feedback", "--log", str(log), "--false-positive", "logged"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert marked.returncode == 0, marked.stderr
+    exported = [json.loads(x) for x in marked.stdout.splitlines()]
+    assert {"text": ATTACK["args"][0][2], "family": "benign"}.items() <= exported[0].items()
 
 
 def workers(pid: int) -> list[str]:

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Detection through the live appliance: CRS PL1, CRS PL2, ML, CRS PL1 + ML, side by side.
+
+    .venv/bin/python scripts/evaluate-appliance.py [--data ../shared/datasets] [--scenario default]
+
+The Molecule scenario's host must be up (`molecule converge -s default`). For
+each stack the playbook is converged again with the stack's variables, then
+every labelled test value (as `GET /search.php?q=...`) and every test request
+(CSIC 2010's held-back normal requests, and copies of them carrying each test
+attack, replayed with their method, path, arguments and cookies) goes through
+Apache on loopback; a 403 counts as blocked. The offline detectors (the model
+as `mlwaf evaluate` runs it, and libinjection) join the same table. The host is
+converged back to the default stack at the end.
+
+Writes bench/detection-appliance.md, .json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+from mlwaf.evaluate import (
+    Detector,
+    EvaluationError,
+    appliance_detector,
+    chart,
+    evaluate,
+    libinjection_detector,
+    markdown,
+    model_detector,
+    overall,
+    test_items,
+)
+from mlwaf.model import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("bench_appliance", ROOT / "scripts" / "bench-appliance.py")
+bench = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+_spec.loader.exec_module(bench)  # type: ignore[union-attr]
+
+STACKS: dict[str, dict[str, object]] = {
+    "crs-pl1": {"ml_analyzer_enabled": False, "modsecurity_crs_paranoia_level": 1},
+    "crs-pl2": {"ml_analyzer_enabled": False, "modsecurity_crs_paranoia_level": 2},
+    "ml": {"modsecurity_crs_enabled": False},
+    "crs-pl1+ml": {"modsecurity_crs_paranoia_level": 1},
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets"))
+    parser.add_argument("--scenario", default="default")
+    parser.add_argument("--url", default="http://127.0.0.1", help="the appliance as this machine reaches it")
+    parser.add_argument("--host-header", default="mlwaf.test")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+
+    values, requests, _ = test_items(Path(args.data), args.seed)
+    model = load_model(ROOT / "files" / "models" / "attack.json")
+    offline = {"mlwaf (offline)": model_detector(model), "libinjection": libinjection_detector()}
+    decided: dict[str, dict[str, list[bool]]] = {}
+    fallbacks: dict[str, int] = {}
+    target = bench.Host(*bench.host(args.scenario))
+
+    def fallback_lines() -> int:
+        return int(target.run(f"cat {bench.FALLBACK_LOG} 2>/dev/null | wc -l").strip() or 0)
+
+    log = ROOT / "bench" / "converge.log"
+    log.parent.mkdir(exist_ok=True)
+    try:
+        for name, extra in STACKS.items():
+            took = bench.converge(args.scenario, extra, log)
+            started, before = time.monotonic(), fallback_lines()
+            send = appliance_detector(args.url, args.host_header)
+            decided[name] = {"values": send(values), "requests": send(requests)}
+            fallbacks[name] = fallback_lines() - before
+            count = len(values) + len(requests)
+            print(
+                f"{name}: converged in {took:.0f} s, {count} requests in {time.monotonic() - started:.0f} s, "
+                f"{fallbacks[name]} passed unscored (analyzer fallbacks)"
+            )
+    finally:
+        bench.converge(args.scenario, {}, log)
+
+    def replay(name: str, unit: str) -> Detector:
+        return lambda items: decided[name][unit]
+
+    out = ROOT / "bench"
+    summary: dict[str, object] = {"model": model.version, "stacks": STACKS, "fallbacks": fallbacks}
+    report = [
+        f"Model {model.version}; appliance stacks: {', '.join(STACKS)} (a 403 is a block). "
+        f"Requests the analyzer did not answer in time (passed unscored): {fallbacks}.\n"
+    ]
+    for unit, items, picture in (
+        ("requests", requests, "detection-appliance.png"),
+        ("values", values, "detection-appliance-values.png"),
+    ):
+        detectors = {**offline, **{name: replay(name, unit) for name in decided}}
+        result = evaluate(items, detectors)
+        report.append(markdown(result, unit))
+        summary[f"per_{unit.rstrip('s')}"] = overall(result)
+        chart(result, out / picture, unit)
+    text = "\n".join(report)
+    print(text)
+    (out / "detection-appliance.md").write_text(text, encoding="utf-8")
+    (out / "detection-appliance.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {out}/detection-appliance.md, .json and two PNG charts", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (EvaluationError, bench.BenchError) as exc:
+        print(f"evaluate-appliance: {exc}", file=sys.stderr)
+        sys.exit(1)
