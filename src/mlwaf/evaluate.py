@@ -1,21 +1,23 @@
 """Side-by-side evaluation of detectors on the untouched test split.
 
-Every detector answers the same question for each labelled test value
-("would you block this input?"), so their rates are directly comparable:
+Every detector answers the same question for each labelled test item, a
+value or a whole request ("would you block this?"), so their rates are
+directly comparable:
 
 * ``mlwaf``: a trained model at its calibrated block threshold;
 * ``libinjection``: libinjection's SQL injection and XSS detectors (the
   engine behind ModSecurity's ``@detectSQLi`` / ``@detectXSS``), either one
   firing counts as a block. It has no notion of command injection or path
-  traversal, which the table shows as such rather than hiding.
+  traversal, which the table shows as such rather than hiding;
+* ``appliance_detector``: a running appliance over HTTP (a 403 is a block),
+  which ``scripts/evaluate-appliance.py`` uses for CRS PL1/PL2 and ML.
 
 Rates are per value (each labelled test value alone) and per request (a
 request is blocked when any of its values is): TPR per attack family, FPR on
 benign values or requests, and the balanced accuracy (TPR + TNR) / 2 of each
 family against all benign ones, overall and per source. The benign requests
 are CSIC 2010's held-back normal requests; the attack requests are copies of
-them with one value replaced by a test attack. CRS through a live appliance is
-the next step and plugs in as one more detector.
+them with one argument's value replaced by a test attack.
 
 ``inference_ms`` times the model the way the analyzer runs it (no score
 cache), on one CPU, in batches of 32 requests.
