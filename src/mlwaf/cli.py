@@ -61,6 +61,14 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def _datasets(folder: str) -> Path:
+    """The labelled datasets folder (the project's shared/datasets), checked."""
+    data = Path(folder)
+    if not (data / "httpparams").is_dir():
+        raise ConfigError(f"{data} does not look like the datasets folder (no httpparams/ inside)")
+    return data
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     started = time.perf_counter()
@@ -194,9 +202,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mlwaf.neural import NetworkSettings  # noqa: PLC0415 - TensorFlow: training only
     from mlwaf.train import TrainSettings, train_attack  # noqa: PLC0415
 
-    data = Path(args.data)
-    if not (data / "httpparams").is_dir():
-        raise ConfigError(f"{data} does not look like the datasets folder (no httpparams/ inside)")
+    data = _datasets(args.data)
     extra = [sample for path in args.extra for sample in extra_samples(Path(path))]
     settings = TrainSettings(network=NetworkSettings(epochs=args.epochs, seed=args.seed))
     with Progress(transient=True) as bar:
@@ -221,9 +227,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    data = Path(args.data)
-    if not (data / "httpparams").is_dir():
-        raise ConfigError(f"{data} does not look like the datasets folder (no httpparams/ inside)")
+    data = _datasets(args.data)
     model = load_model(args.model, args.runtime)
     detectors: dict[str, Detector] = {"mlwaf": model_detector(model)}
     if not args.no_libinjection:

@@ -31,6 +31,7 @@ LENGTHS = (16, 32, 64, 128, 256, 512, 1024, 2048)
 ROWS = (1, 4, 16, 64)
 MAX_POSITIONS = 8192  # rows x length of the largest batch shape (bounds a worker's memory)
 SHAPES = tuple((rows, length) for length in LENGTHS for rows in ROWS if rows * length <= MAX_POSITIONS)
+_ROWS_BY_LENGTH = {length: [rows for rows, size in SHAPES if size == length] for length in LENGTHS}
 WINDOW = LENGTHS[-1]
 OVERLAP = 128  # bytes two neighbouring windows of a long value share
 _HEX = re.compile(r"%([0-9a-fA-F]{2})")
@@ -74,7 +75,7 @@ def fit_rows(count: int, length: int) -> int:
     Rounds up when that wastes at most a quarter of the batch (3 -> 4), else
     runs the largest count that fits (6 -> 4, then 1 and 1): a padded row
     costs compute, an extra call a fixed few microseconds."""
-    allowed = [rows for rows, size in SHAPES if size == length]
+    allowed = _ROWS_BY_LENGTH[length]
     if count >= allowed[-1]:
         return allowed[-1]
     up = next(rows for rows in allowed if rows >= count)
