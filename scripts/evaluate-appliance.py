@@ -6,8 +6,9 @@
 The Molecule scenario's host must be up (`molecule converge -s default`). For
 each stack the playbook is converged again with the stack's variables, then
 every labelled test value (as `GET /search.php?q=...`) and every test request
-(CSIC 2010's held-back normal requests, and copies of them carrying each test
-attack, replayed with their method, path, arguments and cookies) goes through
+(CSIC 2010's held-back normal requests, copies of them carrying each test
+attack, and tampered copies, replayed with their method, path, arguments and
+cookies) goes through
 Apache on loopback; a 403 counts as blocked. The offline detectors (the model
 as `mlwaf evaluate` runs it, and libinjection) join the same table. The host is
 converged back to the default stack at the end.
@@ -24,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from mlwaf.config import ProfileSettings
 from mlwaf.evaluate import (
     Detector,
     EvaluationError,
@@ -34,6 +36,8 @@ from mlwaf.evaluate import (
     markdown,
     model_detector,
     overall,
+    profile_detector,
+    profile_items,
     test_items,
 )
 from mlwaf.model import load_model
@@ -61,6 +65,10 @@ def main() -> int:
     args = parser.parse_args()
 
     values, requests, _ = test_items(Path(args.data), args.seed)
+    # CSIC's held-back normal requests and a tampered copy of each: what signatures make of
+    # the application profile's cases (the profile itself runs offline, learned from CSIC)
+    profile, profile_requests = profile_items(Path(args.data), args.seed)
+    tampered = [item for item in profile_requests if item.family == "tampered"]
     model = load_model(ROOT / "files" / "models" / "attack.json")
     offline = {"mlwaf (offline)": model_detector(model), "libinjection": libinjection_detector()}
     decided: dict[str, dict[str, list[bool]]] = {}
@@ -77,9 +85,9 @@ def main() -> int:
             took = bench.converge(args.scenario, extra, log)
             started, before = time.monotonic(), fallback_lines()
             send = appliance_detector(args.url, args.host_header)
-            decided[name] = {"values": send(values), "requests": send(requests)}
+            decided[name] = {"values": send(values), "requests": send(requests), "tampered": send(tampered)}
             fallbacks[name] = fallback_lines() - before
-            count = len(values) + len(requests)
+            count = len(values) + len(requests) + len(tampered)
             print(
                 f"{name}: converged in {took:.0f} s, {count} requests in {time.monotonic() - started:.0f} s, "
                 f"{fallbacks[name]} passed unscored (analyzer fallbacks)"
@@ -105,6 +113,21 @@ def main() -> int:
         report.append(markdown(result, unit))
         summary[f"per_{unit.rstrip('s')}"] = overall(result)
         chart(result, out / picture, unit)
+    # test_items puts the held-back normal requests first
+    benign = [item for item in requests if item.family == "benign"]
+
+    def with_tampered(name: str) -> Detector:
+        return lambda items: decided[name]["requests"][: len(benign)] + decided[name]["tampered"]
+
+    detectors = {
+        "profile (offline)": profile_detector(profile, ProfileSettings.block_threshold),
+        **offline,
+        **{name: with_tampered(name) for name in decided},
+    }
+    families = ("benign", "tampered")
+    result = evaluate(benign + tampered, detectors)
+    report.append("Tampered requests (the application profile's test):\n\n" + markdown(result, "requests", families))
+    summary["tampered"] = overall(result, families)
     text = "\n".join(report)
     print(text)
     (out / "detection-appliance.md").write_text(text, encoding="utf-8")

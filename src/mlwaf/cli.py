@@ -1,4 +1,4 @@
-"""``mlwaf``: the analyzer's command line (serve, score, query, check, train, evaluate, feedback)."""
+"""``mlwaf``: the analyzer's command line (serve, score, query, check, train, evaluate, learn, feedback)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import TextIO
 
 from mlwaf import __version__
-from mlwaf.config import DEFAULT_CONFIG, ConfigError, ModelSettings, Settings, load
+from mlwaf.config import DEFAULT_CONFIG, ConfigError, ModelSettings, ProfileSettings, Settings, load
 from mlwaf.datasets import DatasetError, extra_samples
 from mlwaf.decision import Analyzer
 from mlwaf.evaluate import (
     Detector,
     EvaluationError,
+    LabelledRequest,
     chart,
     evaluate,
     inference_ms,
@@ -26,10 +27,15 @@ from mlwaf.evaluate import (
     markdown,
     model_detector,
     overall,
+    profile_detector,
+    profile_items,
+    real_site_paths,
     test_items,
 )
 from mlwaf.feedback import FeedbackError, export
+from mlwaf.learn import learn
 from mlwaf.model import DEFAULT_RUNTIME, RUNTIMES, ModelError, load_model
+from mlwaf.profile import ProfileError
 from mlwaf.protocol import VERSION, encode_line
 from mlwaf.request import RequestError, from_wire
 from mlwaf.server import safe_analyze, serve
@@ -88,6 +94,15 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"spec {model.metadata.get('spec')}, "
             f"families {','.join(model.families)}, block >= {limits.block:.4f}, log >= {limits.log:.4f}"
         )
+    if analyzer.profile is not None:
+        profile = settings.profile
+        print(
+            f"profile {profile.path}: {analyzer.profile.requests:,} requests learned, "
+            f"{len(analyzer.profile.endpoints):,} endpoints; mode {profile.mode}, "
+            f"block >= {profile.block_threshold:.2f}, log >= {profile.log_threshold:.2f}"
+        )
+    if settings.profile.observations:
+        print(f"profile learning: observations of allowed requests go to {settings.profile.observations}")
     print(f"mode {settings.mode}, socket {settings.socket}, workers {settings.worker_count}: configuration OK")
     return 0
 
@@ -242,6 +257,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         + "\n"
         + markdown(per_value, "values")
     )
+    profile_report, profile_rates = _evaluate_profile(data, args.seed, detectors)
+    report += "\n" + profile_report
     print(report, end="")
     if args.out:
         out = Path(args.out)
@@ -255,11 +272,62 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "values": len(test),
             "per_request": overall(per_request),
             "per_value": overall(per_value),
+            "profile": profile_rates,
         }
         (out / "detection.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         chart(per_request, out / "detection.png", "requests")
         chart(per_value, out / "detection-values.png", "values")
         print(f"wrote {out}/detection.md, detection.json, detection.png and detection-values.png", file=sys.stderr)
+    return 0
+
+
+def _evaluate_profile(data: Path, seed: int, detectors: dict[str, Detector]) -> tuple[str, dict[str, object]]:
+    """The application profile on the example site (CSIC) next to the other detectors, and a
+    real site's paths; markdown and machine-readable rates."""
+    threshold = ProfileSettings.block_threshold
+    profile, items = profile_items(data, seed)
+    result = evaluate(items, {"profile": profile_detector(profile, threshold), **detectors})
+    families = ("benign", "tampered")
+    lines = [
+        f"## Application profile (block >= {threshold})",
+        "",
+        f"Learned from CSIC's {profile.requests:,} training-side normal requests ({len(profile.endpoints)} endpoints); "
+        "tested on the held-back normal requests and a tampered copy of each.",
+        "",
+        markdown(result, "requests", families),
+    ]
+    rates: dict[str, object] = {"threshold": threshold, "csic": overall(result, families)}
+    site = real_site_paths(data)
+    if site is not None:
+        site_profile, site_requests = site
+        site_items = [LabelledRequest(r, "benign", "iliou-humans-day3") for r in site_requests]
+        flagged = profile_detector(site_profile, threshold)(site_items)
+        fpr = sum(flagged) / len(flagged)
+        lines += [
+            f"Real site, paths and methods only (Iliou human visitors: learned from {site_profile.requests:,} "
+            f"requests of two logs, tested on {len(flagged):,} of a third): FPR {100 * fpr:.2f}% ({sum(flagged)})",
+            "",
+        ]
+        rates["real_site_paths_fpr"] = round(fpr, 6)
+    return "\n".join(lines), rates
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    sources = [(Path(p), "observations") for p in args.observations]
+    sources += [(Path(p), "requests") for p in args.requests]
+    sources += [(Path(p), "access-log") for p in args.access_log]
+    if not sources:
+        raise ProfileError("give at least one input: --observations, --requests or --access-log")
+    profile, tally = learn(sources)
+    out = Path(args.output)
+    profile.save(out)
+    params = sum(len(e.params) for e in profile.endpoints.values())
+    print(
+        f"wrote {out}: {profile.requests:,} requests learned, {len(profile.endpoints):,} endpoints, "
+        f"{params:,} parameters, {len(profile.cookies):,} cookies"
+        f"{f'; {tally.skipped:,} unreadable line(s) skipped' if tally.skipped else ''}"
+        f"{f'; {tally.ignored:,} error response(s) ignored' if tally.ignored else ''}"
+    )
     return 0
 
 
@@ -340,6 +408,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the raw protocol reply")
     p.set_defaults(func=cmd_query)
 
+    _add_model_commands(sub)
+    return top
+
+
+def _add_model_commands(sub: argparse._SubParsersAction) -> None:
+    """train, learn, feedback and evaluate: the commands that make and judge models."""
     p = sub.add_parser("train", help="train a model from the labelled datasets")
     p.add_argument("kind", choices=("attack",))
     p.add_argument("--data", required=True, help="datasets folder (the project's shared/datasets)")
@@ -354,6 +428,27 @@ def parser() -> argparse.ArgumentParser:
         help='operator-labelled values, one {"text": ..., "family": ...} a line (repeatable; training side only)',
     )
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "learn",
+        help="learn the site's application profile from observations, request files or access logs",
+        description="Builds the application profile (each endpoint's methods and parameters, each "
+        "parameter's characters, length and small value sets) the analyzer scores deviations from. "
+        "Inputs may be gzipped; unreadable lines are skipped and counted.",
+    )
+    p.add_argument(
+        "--observations", action="append", default=[], metavar="FILE", help="the analyzer's learning-period file"
+    )
+    p.add_argument("--requests", action="append", default=[], metavar="FILE", help="JSON lines as mlwaf score reads")
+    p.add_argument(
+        "--access-log",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="Apache common/combined log (query strings only; responses >= 400 ignored)",
+    )
+    p.add_argument("-o", "--output", required=True, help="profile file to write (JSON)")
+    p.set_defaults(func=cmd_learn)
 
     p = sub.add_parser(
         "feedback",
@@ -383,14 +478,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-libinjection", action="store_true", help="evaluate the model alone")
     p.add_argument("--seed", type=int, default=7, help="the training seed (the test split depends on it)")
     p.set_defaults(func=cmd_evaluate)
-    return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ModelError, RequestError, EvaluationError, DatasetError, FeedbackError) as exc:
+    except (ConfigError, ModelError, RequestError, EvaluationError, DatasetError, FeedbackError, ProfileError) as exc:
         print(f"mlwaf: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from mlwaf.profile import KINDS as PROFILE_KINDS
 from mlwaf.request import Limits
 
 MODES = ("block", "detection-only")
@@ -39,6 +40,18 @@ class ParamAllow:
 
 
 @dataclass(frozen=True)
+class ProfileSettings:
+    """The application profile: a third verdict source (see mlwaf.profile)."""
+
+    path: str = ""  # the learned profile (JSON); empty: requests are not scored against one
+    mode: str = "block"  # block, or detection-only: deviations are logged, never blocked
+    block_threshold: float = 0.95
+    log_threshold: float = 0.9
+    ignore: tuple[str, ...] = ()  # deviation kinds not scored (mlwaf.profile.KINDS)
+    observations: str = ""  # learning: the shapes of allowed requests are appended here
+
+
+@dataclass(frozen=True)
 class Settings:
     socket: str = "/run/mlwaf/analyzer.sock"
     socket_group: str = ""
@@ -54,6 +67,7 @@ class Settings:
     log_allowed: bool = False
     log_values: bool = True  # the inputs behind a log/block verdict go into the decision log
     max_reasons: int = 3
+    profile: ProfileSettings = field(default_factory=ProfileSettings)
 
     @property
     def worker_count(self) -> int:
@@ -86,9 +100,27 @@ def _threshold(table: dict, key: str, where: str) -> float | None:
     return value
 
 
+def _model(name: str, table: object) -> ModelSettings:
+    where = f"[models.{name}] "
+    if name == "profile":
+        raise ConfigError("[models.profile]: the name profile is reserved for the application profile's scores")
+    if not isinstance(table, dict) or "path" not in table:
+        raise ConfigError(f"{where}needs a path")
+    _check_keys(table, {"path", "block_threshold", "log_threshold", "runtime"}, where)
+    runtime = _typed(table, "runtime", str, where) if "runtime" in table else ModelSettings.runtime
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"{where}runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    return ModelSettings(
+        path=_typed(table, "path", str, where),
+        runtime=runtime,
+        block_threshold=_threshold(table, "block_threshold", where),
+        log_threshold=_threshold(table, "log_threshold", where),
+    )
+
+
 def from_dict(raw: dict) -> Settings:
     """Settings from a parsed TOML document."""
-    _check_keys(raw, {"server", "decision", "models", "limits", "logs"}, "")
+    _check_keys(raw, {"server", "decision", "models", "limits", "logs", "profile"}, "")
     server, decision = raw.get("server", {}), raw.get("decision", {})
     limits_raw, logs = raw.get("limits", {}), raw.get("logs", {})
     _check_keys(server, {"socket", "socket_group", "socket_mode", "workers"}, "[server]")
@@ -96,22 +128,7 @@ def from_dict(raw: dict) -> Settings:
     _check_keys(limits_raw, {f.name for f in fields(Limits)}, "[limits]")
     _check_keys(logs, {"decision_log", "log_allowed", "log_values"}, "[logs]")
 
-    models = {}
-    for name, table in raw.get("models", {}).items():
-        where = f"[models.{name}] "
-        if not isinstance(table, dict) or "path" not in table:
-            raise ConfigError(f"{where}needs a path")
-        _check_keys(table, {"path", "block_threshold", "log_threshold", "runtime"}, where)
-        runtime = _typed(table, "runtime", str, where) if "runtime" in table else ModelSettings.runtime
-        if runtime not in RUNTIMES:
-            raise ConfigError(f"{where}runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-        models[name] = ModelSettings(
-            path=_typed(table, "path", str, where),
-            runtime=runtime,
-            block_threshold=_threshold(table, "block_threshold", where),
-            log_threshold=_threshold(table, "log_threshold", where),
-        )
-
+    models = {name: _model(name, table) for name, table in raw.get("models", {}).items()}
     mode = decision.get("mode", "block")
     if mode not in MODES:
         raise ConfigError(f"[decision] mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -152,9 +169,32 @@ def from_dict(raw: dict) -> Settings:
         "log_values": _typed(logs, "log_values", bool, "[logs] ") if "log_values" in logs else True,
         "max_reasons": _typed(decision, "max_reasons", int, "[decision] ") if "max_reasons" in decision else 3,
     }
+    settings["profile"] = _profile(raw.get("profile", {}))
     if settings["workers"] < 0:
         raise ConfigError("[server] workers must be 0 (one per CPU) or more")
     return Settings(**settings)
+
+
+def _profile(table: dict) -> ProfileSettings:
+    where = "[profile] "
+    _check_keys(table, {f.name for f in fields(ProfileSettings)}, "[profile]")
+    mode = _typed(table, "mode", str, where) if "mode" in table else ProfileSettings.mode
+    if mode not in MODES:
+        raise ConfigError(f"{where}mode must be one of {', '.join(MODES)}, got {mode!r}")
+    ignore = _typed(table, "ignore", list, where) if "ignore" in table else []
+    unknown = [kind for kind in ignore if kind not in PROFILE_KINDS]
+    if unknown:
+        raise ConfigError(f"{where}ignore: unknown kind(s) {unknown}; kinds are {', '.join(PROFILE_KINDS)}")
+    block = _threshold(table, "block_threshold", where) or ProfileSettings.block_threshold
+    log = _threshold(table, "log_threshold", where) or min(ProfileSettings.log_threshold, block)
+    return ProfileSettings(
+        path=_typed(table, "path", str, where) if "path" in table else "",
+        mode=mode,
+        block_threshold=block,
+        log_threshold=min(log, block),
+        ignore=tuple(ignore),
+        observations=_typed(table, "observations", str, where) if "observations" in table else "",
+    )
 
 
 def load(path: Path) -> Settings:

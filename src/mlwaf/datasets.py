@@ -13,11 +13,12 @@ import gzip
 import json
 import random
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlwaf.request import parse_urlencoded, url_decode
+from mlwaf.request import Arg, Request, parse_urlencoded, url_decode
 
 FAMILIES = ("benign", "sqli", "xss", "cmdi", "traversal")
 _HTTPPARAMS_LABELS = {"norm": "benign", "sqli": "sqli", "xss": "xss", "cmdi": "cmdi", "path-traversal": "traversal"}
@@ -103,6 +104,12 @@ class HttpRequest:
     def values(self) -> tuple[str, ...]:
         """What the model scores: the path and every argument and cookie value."""
         return (self.path, *(v for part in (self.query, self.form, self.cookies) for _, v in part))
+
+    def as_request(self) -> Request:
+        """The analyzer's view of this request (as the decision engine and the profile see it)."""
+        parts = (("query", self.query), ("body", self.form), ("cookie", self.cookies))
+        args = [Arg(source, name, value) for source, part in parts for name, value in part]
+        return Request(method=self.method, path=self.path, args=args)
 
 
 def _csic_request(method: str, target: str, body: str, cookie: str) -> HttpRequest:
@@ -311,6 +318,57 @@ def licence_prose(limit: int) -> list[Sample]:
     return out[:limit]
 
 
+# Words that next to a number make a real injection ("or 1", "sleep 5"): never a benign label.
+_SQL_WORDS = frozenset(
+    {
+        *("and", "or", "not", "xor", "union", "select", "sleep", "benchmark", "waitfor", "delay", "having"),
+        *("order", "group", "limit", "offset", "null", "like", "rlike", "exec", "char", "chr", "concat"),
+        *("ascii", "substr", "if", "case", "when", "then", "else", "end"),
+    }
+)
+
+
+def licence_words(side: int) -> list[str]:
+    """Distinct words of the licence texts, split in two halves by a hash of the word
+    (side 0 trains, side 1 tests), so that test labels use words training never saw."""
+    words: set[str] = set()
+    for path in sorted(Path("/usr/share/common-licenses").glob("*")):
+        if path.is_file():
+            words.update(w.lower() for w in re.findall(r"[A-Za-z]{3,12}", path.read_text(errors="replace")))
+    return sorted(w for w in words - _SQL_WORDS if zlib.crc32(w.encode()) % 2 == side)
+
+
+def generated_labels(count: int, seed: int, words: list[str], source: str = "generated-labels") -> list[Sample]:
+    """Short labels with numbers, as shops and forms are full of: ``Mug 3``, ``room 12B``,
+    ``size-10``, ``2 cups``, ``v1.2``. A character model that never saw them takes a word
+    next to a number for an injection's ``or 1``."""
+    rng = random.Random(seed)
+
+    def word() -> str:
+        chosen = rng.choice(words)
+        return rng.choice((chosen, chosen.capitalize(), chosen.upper() if len(chosen) < 5 else chosen))
+
+    def number() -> str:
+        n = rng.randint(0, 999) if rng.random() < 0.8 else rng.randint(1000, 99999)
+        return rng.choice((str(n), str(n), f"{n}{rng.choice('ABCabc')}", f"{n}.{rng.randint(0, 9)}", f"{n:02d}"))
+
+    makers = (
+        lambda: f"{word()} {number()}",
+        lambda: f"{word()}{number()}",
+        lambda: f"{word()}-{number()}",
+        lambda: f"{word()}_{number()}",
+        lambda: f"{number()} {word()}",
+        lambda: f"{word()} {word()} {number()}",
+        lambda: f"{word()} {number()} {word()}",
+        lambda: f"{word()} no. {number()}",
+        lambda: f"{word()} #{number()}",
+        lambda: f"{word()} v{rng.randint(0, 20)}.{rng.randint(0, 20)}",
+        lambda: f"{number()}x {word()}",
+        lambda: f"{word()}/{number()}",
+    )
+    return [Sample(rng.choice(makers)(), "benign", source) for _ in range(count)]
+
+
 class DatasetError(ValueError):
     """A labelled file that cannot be used; the message names the file and line."""
 
@@ -343,18 +401,21 @@ def training_and_test(root: Path, seed: int = 7) -> tuple[list[Sample], list[Sam
     """The training set and the untouched test set, split by source.
 
     Test: HttpParamsDataset's own test file, gotestwaf's cases, mgm's benign
-    look-alikes, and generated tokens from another seed. Training: everything else (the three overlapping payload
+    look-alikes, generated tokens from another seed and labels made of the other half of
+    the licence words. Training: everything else (the three overlapping payload
     collections stay together on the training side), less the attack lists' probes (``_probe``).
     """
     train = httpparams(root, "train") + wordlists(root) + csic_benign(root)
     tokens = generated_tokens(20000, seed)
     train += generated_benign(30000, seed) + tokens + licence_prose(20000)
+    train += generated_labels(15000, seed, licence_words(0) + [w for w in _WORDS if w not in _SQL_WORDS])
     # Tokens from another seed check the model on values it has not seen; they
     # test the generator's kinds of token, not real traffic. Those the training
     # side also drew (one-character values, say) are left out of the test.
     drawn = {s.text for s in tokens}
     test = httpparams(root, "test") + gotestwaf(root) + mgm_lookalikes(root)
     test += [s for s in generated_tokens(5000, seed + 1000, "generated-tokens-test") if s.text not in drawn]
+    test += generated_labels(3000, seed + 1000, licence_words(1), "generated-labels-test")
     test_texts = {s.text for s in test}
     train = [s for s in train if s.text not in test_texts and not _probe(s)]
     return train, test

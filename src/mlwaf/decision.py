@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mlwaf.config import Settings
 from mlwaf.model import AttackModel, load_model
+from mlwaf.profile import Profile, observe
 from mlwaf.protocol import Reason, Reply
 from mlwaf.request import Arg, Request
 
@@ -30,9 +31,10 @@ class Thresholds:
 class Analyzer:
     """Scores requests with loaded models and turns scores into verdicts."""
 
-    def __init__(self, settings: Settings, models: dict[str, AttackModel]) -> None:
+    def __init__(self, settings: Settings, models: dict[str, AttackModel], profile: Profile | None = None) -> None:
         self.settings = settings
         self.models = models
+        self.profile = profile
         self.thresholds: dict[str, Thresholds] = {}
         for name, model in models.items():
             configured = settings.models.get(name)
@@ -42,8 +44,10 @@ class Analyzer:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Analyzer:
-        """Load every configured model once (raises ModelError with the reason)."""
-        return cls(settings, {name: load_model(Path(m.path), m.runtime) for name, m in settings.models.items()})
+        """Load every configured model and the profile once (raises ModelError or ProfileError)."""
+        models = {name: load_model(Path(m.path), m.runtime) for name, m in settings.models.items()}
+        profile = Profile.load(Path(settings.profile.path)) if settings.profile.path else None
+        return cls(settings, models, profile)
 
     def _allowlisted(self, request: Request) -> str:
         if request.client_ip and self.settings.allow_networks:
@@ -57,11 +61,10 @@ class Analyzer:
             return "path allowlisted"
         return ""
 
-    def _inputs(self, request: Request) -> list[Arg]:
-        """The path (attacks hide in path parameters too) and every argument not allowlisted."""
+    def _args(self, request: Request) -> list[Arg]:
+        """Every argument not allowlisted."""
         allowed = [p for p in self.settings.allow_params if request.path.startswith(p.path)]
-        args = [a for a in request.args if not any(a.name == p.name for p in allowed)]
-        return [Arg("path", "", request.path), *args] if request.path not in ("", "/") else args
+        return [a for a in request.args if not any(a.name == p.name for p in allowed)]
 
     def analyze(self, request: Request, started: float | None = None) -> Reply:
         started = time.perf_counter() if started is None else started
@@ -71,7 +74,9 @@ class Analyzer:
             reply.note = note
             reply.ms = (time.perf_counter() - started) * 1000
             return reply
-        inputs = self._inputs(request)
+        args = self._args(request)
+        # the models also read the path: attacks hide in path parameters too
+        inputs = [Arg("path", "", request.path), *args] if request.path not in ("", "/") else args
         values = [a.value for a in inputs]
         candidates: list[Reason] = []
         verdict = "allow"
@@ -89,6 +94,8 @@ class Analyzer:
                     break
                 arg = inputs[index]
                 candidates.append(Reason(name, families[index], float(scores[index]), arg.source, arg.name))
+        if self.profile is not None:
+            verdict = self._profile(request, args, reply, candidates, verdict)
         if verdict == "block" and self.settings.mode == "detection-only":
             verdict = "log"
         reply.verdict = verdict
@@ -97,6 +104,26 @@ class Analyzer:
             reply.summary = summary(reply)
         reply.ms = (time.perf_counter() - started) * 1000
         return reply
+
+    def _profile(self, request: Request, args: list[Arg], reply: Reply, reasons: list[Reason], verdict: str) -> str:
+        """Score the request against the application profile; the verdict with its say added."""
+        assert self.profile is not None
+        settings = self.settings.profile
+        observation = observe(Request(method=request.method, path=request.path, args=args))
+        deviations = self.profile.score(observation, settings.ignore)
+        top = deviations[0].score if deviations else 0.0
+        reply.scores["profile"] = top
+        for deviation in deviations[: self.settings.max_reasons]:
+            if deviation.score < settings.log_threshold:
+                break
+            reasons.append(
+                Reason("profile", deviation.kind, deviation.score, deviation.source, deviation.name, deviation.detail)
+            )
+        if top >= settings.block_threshold and settings.mode == "block":
+            return "block"
+        if top >= settings.log_threshold and verdict == "allow":
+            return "log"
+        return verdict
 
 
 def summary(reply: Reply) -> str:

@@ -40,7 +40,10 @@ from pathlib import Path
 import numpy as np
 
 from mlwaf.datasets import FAMILIES, HttpRequest, Sample, csic_split, training_and_test
+from mlwaf.learn import Tally, observations
 from mlwaf.model import AttackModel
+from mlwaf.profile import Profile, observe
+from mlwaf.tamper import tamper
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,48 @@ def test_items(data: Path, seed: int) -> tuple[list[Sample], list[LabelledReques
     return values, requests + attack_requests(benign, attacks, seed), benign
 
 
+def profile_detector(profile: Profile, threshold: float) -> Detector:
+    """The application profile at a score threshold, on whole requests."""
+
+    def detect(items: Sequence[Item]) -> list[bool]:
+        out = []
+        for item in items:
+            if not isinstance(item, LabelledRequest):
+                raise EvaluationError("the application profile judges whole requests, not values")
+            request = item.request
+            deviations = profile.score(observe(request.as_request()))
+            out.append(bool(deviations) and deviations[0].score >= threshold)
+        return out
+
+    return detect
+
+
+def profile_items(data: Path, seed: int) -> tuple[Profile, list[LabelledRequest]]:
+    """The example site's profile, learned from CSIC's training-side normal requests, and the
+    test requests: the held-back normal ones and a tampered copy of each (``mlwaf.tamper``)."""
+    train, held_back = csic_split(data)
+    profile = Profile.learn(observe(r.as_request()) for r in train)
+    rng = random.Random(seed)
+    items = [LabelledRequest(r, "benign", "csic2010-heldback") for r in held_back]
+    for request in held_back:
+        kind, changed = tamper(request, rng)
+        items.append(LabelledRequest(changed, "tampered", f"tampered:{kind}"))
+    return profile, items
+
+
+def real_site_paths(data: Path) -> tuple[Profile, list[HttpRequest]] | None:
+    """A real site's check of the profile's false positives (paths and methods only: its logs
+    carry no query strings): learned from two days of the Iliou dataset's human visitors,
+    tested on a third. None when those logs are not there."""
+    folder = data / "webbot-iliou" / "phase1" / "data" / "web_logs" / "humans"
+    if not (folder / "access_4.log").exists():
+        return None
+    tally = Tally()
+    learned = [o for name in ("access_2.log", "access_3.log") for o in observations(folder / name, "access-log", tally)]
+    test = [HttpRequest(o.method, o.endpoint) for o in observations(folder / "access_4.log", "access-log", tally)]
+    return Profile.learn(learned), test
+
+
 # What a browser sends with every request (CRS at paranoia 2 blocks scripted clients
 # and requests without Accept, which would say nothing about the payloads).
 BROWSER_HEADERS = {
@@ -243,18 +288,18 @@ def _rate(cell: Cell, family: str) -> str:
     return f"{label} {100 * cell.rate:.2f}% ({cell.blocked}/{cell.n})"
 
 
-def markdown(result: Result, unit: str = "values") -> str:
+def markdown(result: Result, unit: str = "values", families: Sequence[str] = FAMILIES) -> str:
     names = result.detectors
     head = f"| family | {unit} | " + " | ".join(names) + " |"
     rule = "|---|---:|" + "---|" * len(names)
     lines = [f"Per family (all test sources), per {unit.rstrip('s')}:", "", head, rule]
-    for family in FAMILIES:
+    for family in families:
         cells = result.by_family.get(family)
         if cells:
             n = next(iter(cells.values())).n
             lines.append(f"| {family} | {n:,} | " + " | ".join(_rate(cells[d], family) for d in names) + " |")
     lines += ["", f"Balanced accuracy, each family against all benign {unit}:", "", head.replace(unit, "-"), rule]
-    for family in FAMILIES[1:]:
+    for family in families[1:]:
         if family in result.by_family:
             scores = " | ".join(f"{100 * result.balanced_accuracy(d, family):.2f}%" for d in names)
             lines.append(f"| {family} | | {scores} |")
@@ -298,12 +343,12 @@ def chart(result: Result, path: Path, unit: str = "values") -> None:
     plt.close(fig)
 
 
-def overall(result: Result) -> dict[str, dict[str, float]]:
+def overall(result: Result, families: Sequence[str] = FAMILIES) -> dict[str, dict[str, float]]:
     """Machine-readable rates: per detector, FPR and each family's TPR and balanced accuracy."""
     out: dict[str, dict[str, float]] = {}
     for name in result.detectors:
         row = {"fpr": result.by_family["benign"][name].rate} if "benign" in result.by_family else {}
-        for family in FAMILIES[1:]:
+        for family in families[1:]:
             if family in result.by_family:
                 row[f"tpr_{family}"] = result.by_family[family][name].rate
                 row[f"balanced_accuracy_{family}"] = result.balanced_accuracy(name, family)

@@ -19,6 +19,8 @@ Reply::
     {"v": 1, "id": "...", "verdict": "allow" | "block" | "log",
      "scores": {"<model>": 0.013, ...},
      "reasons": [{"model": "attack", "family": "sqli", "source": "body", "name": "user", "score": 0.98}],
+                                      # the application profile's reasons: model "profile", family the
+                                      # deviation kind (param, charset, ...) and a "detail" sentence
      "ms": 0.21,
      "summary": "attack=0.981 sqli in body:user (0.981)",  # quote-free, for the audit log
      "note": "path allowlisted",                           # only when no model was asked
@@ -52,15 +54,19 @@ class Reason:
     score: float
     source: str = ""
     name: str = ""
+    detail: str = ""  # what the application profile found ("characters never seen here: <")
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "model": self.model,
             "family": self.family,
             "source": self.source,
             "name": self.name,
             "score": round(self.score, 4),
         }
+        if self.detail:
+            out["detail"] = self.detail
+        return out
 
 
 @dataclass

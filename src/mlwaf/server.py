@@ -8,7 +8,7 @@ socket. The kernel hands each new connection to one idle worker; there is no
 event loop, no thread hand-off and no per-request allocation beyond decoding.
 
 The parent only supervises: it restarts a worker that dies, forwards SIGHUP
-(reopen the decision log after rotation) and stops everyone on SIGTERM.
+(reopen the decision log and the profile observations after rotation) and stops everyone on SIGTERM.
 Socket activation is supported: with ``LISTEN_FDS`` from systemd the socket
 is inherited, otherwise it is created with the configured group and mode.
 """
@@ -27,6 +27,7 @@ from pathlib import Path
 
 from mlwaf.config import Settings
 from mlwaf.decision import Analyzer
+from mlwaf.profile import observe
 from mlwaf.protocol import (
     MAX_MESSAGE_BYTES,
     ProtocolError,
@@ -74,13 +75,13 @@ def safe_analyze(analyzer: Analyzer, request: Request, started: float | None = N
 LOGGED_VALUE_CHARS = 1000
 
 
-class DecisionLog:
-    """JSON lines, one per decision, appended with O_APPEND so workers never interleave."""
+class AppendFile:
+    """A log file every worker appends whole lines to (O_APPEND: lines never interleave);
+    reopened after rotation. Failures go to the journal, never up to the caller."""
 
-    def __init__(self, path: str, log_allowed: bool, log_values: bool = True) -> None:
+    def __init__(self, path: str, what: str) -> None:
         self.path = path
-        self.log_allowed = log_allowed
-        self.log_values = log_values
+        self.what = what
         self.fd = -1
         self.reopen()
 
@@ -93,7 +94,24 @@ class DecisionLog:
         try:
             self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         except OSError as exc:
-            log(f"mlwaf: cannot open decision log {self.path}: {exc.strerror}; decisions are not logged")
+            log(f"mlwaf: cannot open {self.what} {self.path}: {exc.strerror}; nothing is written to it")
+
+    def append(self, record: dict[str, object]) -> None:
+        if self.fd < 0:
+            return
+        try:
+            os.write(self.fd, encode_line(record))
+        except OSError as exc:
+            log(f"mlwaf: {self.what} write failed: {exc.strerror}")
+
+
+class DecisionLog(AppendFile):
+    """JSON lines, one per decision."""
+
+    def __init__(self, path: str, log_allowed: bool, log_values: bool = True) -> None:
+        self.log_allowed = log_allowed
+        self.log_values = log_values
+        super().__init__(path, "decision log")
 
     def write(self, reply: Reply, request: Request | None) -> None:
         """Log a decision: every block, log and error; allows only when asked to."""
@@ -112,10 +130,19 @@ class DecisionLog:
                 value = values.get((reason["source"], reason["name"]))
                 if value is not None:
                     reason["value"] = value[:LOGGED_VALUE_CHARS]
-        try:
-            os.write(self.fd, encode_line(record))
-        except OSError as exc:
-            log(f"mlwaf: decision log write failed: {exc.strerror}")
+        self.append(record)
+
+
+class ObservationLog(AppendFile):
+    """Learning: the shape of every request allowed on its merits (not errors, not
+    allowlisted), for ``mlwaf learn --observations``. Shapes only, no values."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, "profile observations")
+
+    def write(self, reply: Reply, request: Request | None) -> None:
+        if self.fd >= 0 and request is not None and reply.verdict == "allow" and not (reply.error or reply.note):
+            self.append(observe(request).as_dict())
 
 
 def read_line(conn: socket.socket) -> bytes:
@@ -136,7 +163,7 @@ def read_line(conn: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def worker(listener: socket.socket, analyzer: Analyzer, decisions: DecisionLog) -> None:
+def worker(listener: socket.socket, analyzer: Analyzer, logs: list[DecisionLog | ObservationLog]) -> None:
     reopen = False
 
     def on_hup(_signum: int, _frame: object) -> None:
@@ -164,8 +191,10 @@ def worker(listener: socket.socket, analyzer: Analyzer, decisions: DecisionLog) 
                 continue  # the client gave up (timeout on its side) or went away
         if reopen:
             reopen = False
-            decisions.reopen()
-        decisions.write(reply, request)
+            for sink in logs:
+                sink.reopen()
+        for sink in logs:
+            sink.write(reply, request)
 
 
 def listening_socket(settings: Settings) -> socket.socket:
@@ -188,7 +217,10 @@ def listening_socket(settings: Settings) -> socket.socket:
 
 def serve(settings: Settings, analyzer: Analyzer) -> int:
     listener = listening_socket(settings)
-    decisions = DecisionLog(settings.decision_log, settings.log_allowed, settings.log_values)
+    logs = [
+        DecisionLog(settings.decision_log, settings.log_allowed, settings.log_values),
+        ObservationLog(settings.profile.observations),
+    ]
     children: dict[int, float] = {}
     stopping = False
 
@@ -196,7 +228,7 @@ def serve(settings: Settings, analyzer: Analyzer) -> int:
         pid = os.fork()
         if pid == 0:
             try:
-                worker(listener, analyzer, decisions)
+                worker(listener, analyzer, logs)
             finally:
                 os._exit(0)
         children[pid] = time.monotonic()

@@ -38,6 +38,12 @@ log_values = false
 path = "/m/attack.json"
 block_threshold = 0.95
 runtime = "litert-float"
+[profile]
+path = "/p/profile.json"
+mode = "detection-only"
+block_threshold = 0.99
+ignore = ["endpoint", "method"]
+observations = "/p/observations.jsonl"
 """
     )
     settings = load(path)
@@ -50,6 +56,12 @@ runtime = "litert-float"
     assert settings.models["attack"].log_threshold is None
     assert settings.models["attack"].runtime == "litert-float"
     assert settings.log_values is False
+    assert settings.profile.path == "/p/profile.json"
+    assert settings.profile.mode == "detection-only"
+    assert (settings.profile.block_threshold, settings.profile.log_threshold) == (0.99, 0.9)
+    assert settings.profile.ignore == ("endpoint", "method")
+    assert settings.profile.observations == "/p/observations.jsonl"
+    assert from_dict({}).profile.path == ""
 
 
 @pytest.mark.parametrize(
@@ -68,6 +80,12 @@ runtime = "litert-float"
         ({"server": {"workers": -1}}, "workers"),
         ({"server": {"socket_mode": "rw"}}, "octal"),
         ({"limits": {"max_args": 0}}, "positive"),
+        ({"profile": {"mode": "learn"}}, r"\[profile\] mode must be one of"),
+        ({"profile": {"ignore": ["charsets"]}}, "unknown kind"),
+        ({"profile": {"ignore": "charset"}}, "ignore must be list"),
+        ({"profile": {"threshold": 0.9}}, "unknown setting"),
+        ({"profile": {"log_threshold": 0}}, r"in \(0, 1\]"),
+        ({"models": {"profile": {"path": "/m.json"}}}, "reserved"),
     ],
 )
 def test_bad_settings_say_what_is_wrong(raw: dict, message: str) -> None:

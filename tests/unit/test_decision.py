@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mlwaf.config import ModelSettings, ParamAllow, Settings
+from mlwaf.config import ModelSettings, ParamAllow, ProfileSettings, Settings
 from mlwaf.decision import Analyzer, summary
+from mlwaf.profile import Profile, observe
 from mlwaf.request import Arg, Request
 
 MODEL = str(Path(__file__).resolve().parents[2] / "files" / "models" / "attack.json")
@@ -104,3 +105,58 @@ def test_summary_is_quote_free(default: Analyzer) -> None:
     text = summary(reply)
     assert '"' not in text
     assert "\\" not in text
+
+
+@pytest.fixture(scope="module")
+def site_profile(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A profile of a tiny site: /cart takes a numeric qty and a product name, by POST."""
+    learned = [
+        observe(
+            Request(
+                "POST",
+                "/cart",
+                args=[
+                    Arg("body", "qty", str(n % 9 + 1)),
+                    Arg("body", "item", ("Green tea", "Earl grey tea", "Coffee beans")[n % 3]),
+                ],
+            )
+        )
+        for n in range(500)
+    ]
+    path = tmp_path_factory.mktemp("profile") / "profile.json"
+    Profile.learn(learned).save(path)
+    return str(path)
+
+
+def cart(qty: str, method: str = "POST") -> Request:
+    return Request(method, "/cart", args=[Arg("body", "qty", qty), Arg("body", "item", "Green tea")])
+
+
+def test_profile_is_a_third_verdict_source(site_profile: str) -> None:
+    engine = analyzer(profile=ProfileSettings(path=site_profile))
+    assert engine.analyze(cart("4")).verdict == "allow"
+    assert engine.analyze(cart("4")).scores["profile"] == 0.0
+    reply = engine.analyze(cart("4x"))
+    assert reply.verdict == "block"
+    assert reply.scores["attack"] < engine.thresholds["attack"].log, "the attack model has nothing against it"
+    top = reply.reasons[0]
+    assert (top.model, top.family, top.source, top.name) == ("profile", "charset", "arg", "qty")
+    assert "x" not in top.detail  # classes, not the value: "a" for lower-case letters
+    assert top.as_dict()["detail"] == "characters never seen here: a"
+    assert "charset in arg:qty" in reply.summary
+
+
+def test_profile_modes_thresholds_and_allowlists(site_profile: str) -> None:
+    logging = analyzer(profile=ProfileSettings(path=site_profile, mode="detection-only"))
+    assert logging.analyze(cart("4x")).verdict == "log"
+    assert logging.analyze(cart("1' union select password from users--")).verdict == "block", "models still block"
+    ignoring = analyzer(profile=ProfileSettings(path=site_profile, ignore=("charset", "value", "method")))
+    assert ignoring.analyze(cart("4x")).verdict == "allow"
+    assert ignoring.analyze(cart("4", method="PUT")).verdict == "allow"
+    strict = analyzer(profile=ProfileSettings(path=site_profile))
+    assert strict.analyze(cart("4", method="PUT")).reasons[0].family == "method"
+    allowed = analyzer(profile=ProfileSettings(path=site_profile), allow_params=(ParamAllow("qty", "/cart"),))
+    reply = allowed.analyze(cart("4x"))
+    assert reply.verdict == "block", "an allowlisted parameter that was always sent counts as missing"
+    assert reply.reasons[0].family == "missing"
+    assert analyzer().analyze(cart("4x")).scores.keys() == {"attack"}, "no profile configured, no profile score"

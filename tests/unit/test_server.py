@@ -46,6 +46,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory):
     config = folder / "analyzer.toml"
     config.write_text(
         f'[server]\nsocket = "{sock}"\nworkers = 2\n[logs]\ndecision_log = "{log}"\n[models.attack]\npath = "{MODEL}"\n'
+        f'[profile]\nobservations = "{folder / "observations.jsonl"}"\n'
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlwaf.cli", "serve", "--config", str(config)],
@@ -144,6 +145,30 @@ def test_decision_log(daemon) -> None:
     assert marked.returncode == 0, marked.stderr
     exported = [json.loads(x) for x in marked.stdout.splitlines()]
     assert {"text": ATTACK["args"][0][2], "family": "benign"}.items() <= exported[0].items()
+
+
+def test_learning_records_shapes_of_allowed_requests(daemon) -> None:
+    _, sock, log = daemon
+    observations = log.parent / "observations.jsonl"
+    secret = "correct horse battery staple"
+    ask(sock, line({"v": 1, "id": "learned", "method": "POST", "path": "/login", "args": [["body", "pw", secret]]}))
+    ask(sock, line({**ATTACK, "path": "/attack-path"}))
+    deadline = time.monotonic() + 5
+    while "/login" not in observations.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    text = observations.read_text()
+    assert '"/login"' in text
+    assert secret not in text, "observations keep shapes, never values"
+    assert "/attack-path" not in text, "blocked requests are not learned"
+    out = log.parent / "profile.json"
+    learned = subprocess.run(
+        [sys.executable, "-m", "mlwaf.cli", "learn", "--observations", str(observations), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert learned.returncode == 0, learned.stderr
+    assert "pw" in json.loads(out.read_text())["endpoints"]["/login"]["params"]
 
 
 def workers(pid: int) -> list[str]:
