@@ -405,10 +405,15 @@ def training_and_test(root: Path, seed: int = 7) -> tuple[list[Sample], list[Sam
     the licence words. Training: everything else (the three overlapping payload
     collections stay together on the training side), less the attack lists' probes (``_probe``).
     """
-    train = httpparams(root, "train") + wordlists(root) + csic_benign(root)
+    csic = csic_benign(root)
+    train = httpparams(root, "train") + wordlists(root) + csic
     tokens = generated_tokens(20000, seed)
     train += generated_benign(30000, seed) + tokens + licence_prose(20000)
-    train += generated_labels(15000, seed, licence_words(0) + [w for w in _WORDS if w not in _SQL_WORDS])
+    # label words: the training side's own (CSIC's Spanish names and streets, the licences'
+    # first half, the generator's), never a test label's word
+    words = {w.lower() for s in csic for w in re.findall(r"[A-Za-z]{3,12}", s.text)}
+    words |= set(licence_words(0)) | set(_WORDS)
+    train += generated_labels(8000, seed, sorted(words - _SQL_WORDS - set(licence_words(1))))
     # Tokens from another seed check the model on values it has not seen; they
     # test the generator's kinds of token, not real traffic. Those the training
     # side also drew (one-character values, say) are left out of the test.

@@ -270,15 +270,25 @@ class Profile:
         return sorted(found, key=lambda d: -d.score)
 
     def _unknown_endpoint(self, endpoint: str) -> list[Deviation]:
+        """Judged by the deepest known folder on the way: a name never requested in it, or a
+        path that goes on below a name that was only ever a file (``/page.jsp/x``)."""
         parts = endpoint.split("/")
+        known = "/"
         for depth in range(1, len(parts)):
             folder = "/".join(parts[:depth]) + "/"
             children = self.folders.get(folder)
             if children is None:
-                break
-            if parts[depth] not in children:
-                score = novelty(sum(children.values()), _singletons(children))
-                return [Deviation("endpoint", score, "path", endpoint, f"never requested in {folder}")]
+                children, detail = self.folders.get(known), f"goes on below {folder[:-1]}"
+            elif parts[depth] not in children:
+                detail = f"never requested in {folder}"
+            else:
+                known = folder
+                continue
+            if not children:
+                return []
+            return [
+                Deviation("endpoint", novelty(sum(children.values()), _singletons(children)), "path", endpoint, detail)
+            ]
         return []
 
     def as_dict(self) -> dict[str, object]:

@@ -177,3 +177,11 @@ def test_every_mutation_changes_the_request() -> None:
         kind, changed = tamper(bare, rng)
         assert kind in ("unknown-parameter", "hidden-file", "other-method")
         assert changed != bare
+
+
+def test_a_path_below_a_known_file_is_an_unknown_endpoint(profile: Profile) -> None:
+    found = profile.score(observe(Request("GET", "/shop/search/extra")))
+    assert found[0].kind == "endpoint"
+    assert found[0].score > 0.95
+    assert "goes on below /shop/search" in found[0].detail
+    assert Profile().score(observe(Request("GET", "/anything"))) == [], "an empty profile judges nothing"
