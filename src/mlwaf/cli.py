@@ -13,8 +13,18 @@ from pathlib import Path
 from typing import TextIO
 
 from mlwaf import __version__
-from mlwaf.config import DEFAULT_CONFIG, ConfigError, ModelSettings, ProfileSettings, Settings, load
-from mlwaf.datasets import DatasetError, extra_samples
+from mlwaf.behaviour.simulate import DEMO_SITE, Generator, SimulationError, drive, site_from_requests
+from mlwaf.behaviour.simulate import SCENARIOS as SIMULATION_SCENARIOS
+from mlwaf.config import (
+    BEHAVIOUR_PROFILES,
+    DEFAULT_CONFIG,
+    ConfigError,
+    ModelSettings,
+    ProfileSettings,
+    Settings,
+    load,
+)
+from mlwaf.datasets import DatasetError, csic_split, extra_samples
 from mlwaf.decision import Analyzer
 from mlwaf.evaluate import (
     Detector,
@@ -36,8 +46,8 @@ from mlwaf.feedback import FeedbackError, export
 from mlwaf.learn import learn
 from mlwaf.model import DEFAULT_RUNTIME, RUNTIMES, ModelError, load_model
 from mlwaf.profile import ProfileError
-from mlwaf.protocol import VERSION, encode_line
-from mlwaf.request import RequestError, from_wire
+from mlwaf.protocol import VERSION, Reply, encode_line
+from mlwaf.request import Limits, Request, RequestError, from_wire
 from mlwaf.server import safe_analyze, serve
 
 EXIT_USAGE, EXIT_UNAVAILABLE = 2, 3
@@ -107,35 +117,71 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read(number: int, line: str, limits: Limits) -> tuple[dict, Request | None, str]:
+    """One input line: its record, its request, or why it cannot be read."""
+    record: object = None
+    try:
+        record = json.loads(line)
+        request = from_wire(record, limits)
+    except (ValueError, RecursionError, RequestError) as exc:
+        return (record if isinstance(record, dict) else {}), None, f"line {number}: {exc}"
+    assert isinstance(record, dict)  # from_wire accepted it
+    return record, request, ""
+
+
+def _output(record: dict, reply: Reply) -> dict[str, object]:
+    out: dict[str, object] = {
+        "id": record.get("id"),
+        "verdict": reply.verdict,
+        "scores": {name: round(value, 4) for name, value in reply.scores.items()},
+        "reasons": [reason.as_dict() for reason in reply.reasons],
+    }
+    for key in ("status", "retry_after", "error"):
+        if getattr(reply, key):
+            out[key] = getattr(reply, key)
+    return out
+
+
 def score_lines(analyzer: Analyzer, lines: Iterable[str]) -> Iterator[tuple[dict[str, object], bool]]:
-    """`mlwaf score` output records for input lines, and whether each line was readable."""
+    """`mlwaf score` output records for input lines, and whether each line was readable.
+
+    With the behavioural layer on, the requests are replayed in ``ts`` order (the
+    file is read whole first) with their recorded ``client_ip``, and a record's
+    ``status`` is reported back after it, as ModSecurity's logging phase does live;
+    the output stays in input order."""
     limits = analyzer.settings.limits
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        record: object = None
-        try:
-            record = json.loads(line)
-            request = from_wire(record, limits)
-        except (ValueError, RecursionError, RequestError) as exc:
-            request_id = record.get("id") if isinstance(record, dict) else None
-            yield {"id": request_id, "verdict": "allow", "error": f"line {number}: {exc}"}, False
-            continue
-        assert isinstance(record, dict)  # from_wire accepted it
-        reply = safe_analyze(analyzer, request)
-        out: dict[str, object] = {
-            "id": record.get("id"),
-            "verdict": reply.verdict,
-            "scores": {name: round(value, 4) for name, value in reply.scores.items()},
-            "reasons": [reason.as_dict() for reason in reply.reasons],
-        }
-        if reply.error:
-            out["error"] = reply.error
-        yield out, not reply.error
+    read = (_read(number, line, limits) for number, line in enumerate(lines, 1) if line.strip())
+    if analyzer.behaviour is None:
+        for record, request, problem in read:
+            if request is None:
+                yield {"id": record.get("id"), "verdict": "allow", "error": problem}, False
+            else:
+                reply = safe_analyze(analyzer, request)
+                yield _output(record, reply), not reply.error
+        return
+    items = list(read)
+    replies: dict[int, Reply] = {}
+    clock = time.time()
+    timed = [(r.ts if r.ts is not None else clock, i) for i, (_, r, _) in enumerate(items) if r is not None]
+    for ts, index in sorted(timed):
+        record, request, _ = items[index]
+        assert request is not None
+        replies[index] = safe_analyze(analyzer, request, now=ts)
+        status = record.get("status")
+        if isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 999:
+            analyzer.report_status(replace(request, reported_status=status))
+    for index, (record, _, problem) in enumerate(items):
+        if index in replies:
+            yield _output(record, replies[index]), not replies[index].error
+        else:
+            yield {"id": record.get("id"), "verdict": "allow", "error": problem}, False
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    analyzer = Analyzer.from_settings(_settings(args))
+    settings = _settings(args)
+    if args.behaviour:
+        settings = replace(settings, behaviour=replace(settings.behaviour, enabled=True, profile=args.behaviour))
+    analyzer = Analyzer.from_settings(settings)
     source: TextIO = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
     sink: TextIO = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
     counts = {"allow": 0, "block": 0, "log": 0, "errors": 0}
@@ -312,6 +358,27 @@ def _evaluate_profile(data: Path, seed: int, detectors: dict[str, Detector]) -> 
     return "\n".join(lines), rates
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    site = DEMO_SITE
+    if args.data:
+        site = site_from_requests(csic_split(_datasets(args.data))[0])
+    generator = Generator(site, seed=args.seed)
+    records = [record for name in args.scenario for record in generator.scenario(name, args.count)]
+    if args.url:
+        outcome = drive(records, args.url, args.max_requests, args.max_seconds)
+        statuses = ", ".join(
+            f"{code}: {n} (first after {outcome.first[code]} s)" for code, n in sorted(outcome.statuses.items())
+        )
+        print(f"sent {outcome.sent} requests to {args.url}; {statuses}; {outcome.failed} failed")
+        return 0
+    sink: TextIO = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
+    with sink:
+        for record in sorted(records, key=lambda r: r["ts"]):  # type: ignore[arg-type, return-value]
+            sink.write(encode_line(record).decode("utf-8"))
+    print(f"mlwaf: {len(records)} requests of {', '.join(args.scenario)}", file=sys.stderr)
+    return 0
+
+
 def cmd_learn(args: argparse.Namespace) -> int:
     sources = [(Path(p), "observations") for p in args.observations]
     sources += [(Path(p), "requests") for p in args.requests]
@@ -395,6 +462,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("input", nargs="?", default="-", help="input file (default: stdin)")
     p.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
     p.add_argument("--mode", choices=("block", "detection-only"), help="override the decision mode")
+    p.add_argument(
+        "--behaviour",
+        choices=BEHAVIOUR_PROFILES,
+        help="replay through the behavioural layer with this profile (in ts order, by client_ip)",
+    )
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("query", help="ask the running daemon about one request")
@@ -409,6 +481,24 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_query)
 
     _add_model_commands(sub)
+
+    p = sub.add_parser(
+        "simulate",
+        help="generate labelled traffic (normal browsing, floods, scanners, bots, credential stuffing)",
+        description="Writes JSON lines in the mlwaf score input format, with client_ip, ts, the status the "
+        "site answered, and the scenario as label; or sends them live to a loopback URL (bounded).",
+    )
+    p.add_argument("scenario", nargs="+", choices=SIMULATION_SCENARIOS)
+    p.add_argument(
+        "-n", "--count", type=int, default=100, help="sessions (normal), seconds (floods) or requests (others)"
+    )
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--data", help="datasets folder: build the site from CSIC 2010's requests (default: the demo site)")
+    p.add_argument("-o", "--output", default="-", help="JSON-lines file (default: stdout)")
+    p.add_argument("--url", help="send live to this loopback URL instead (e.g. http://127.0.0.1)")
+    p.add_argument("--max-requests", type=int, default=5000, help="live: stop after this many (default 5000)")
+    p.add_argument("--max-seconds", type=float, default=60.0, help="live: stop after this long (default 60)")
+    p.set_defaults(func=cmd_simulate)
     return top
 
 
@@ -484,7 +574,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ModelError, RequestError, EvaluationError, DatasetError, FeedbackError, ProfileError) as exc:
+    except (
+        ConfigError,
+        ModelError,
+        RequestError,
+        EvaluationError,
+        DatasetError,
+        FeedbackError,
+        ProfileError,
+        SimulationError,
+    ) as exc:
         print(f"mlwaf: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -51,6 +52,24 @@ class ProfileSettings:
     observations: str = ""  # learning: the shapes of allowed requests are appended here
 
 
+BEHAVIOUR_PROFILES = ("development", "staging", "production")  # mlwaf.behaviour.detect.PROFILES
+CLIENT_KEYS = ("ip", "ip+ua")
+
+
+@dataclass(frozen=True)
+class BehaviourSettings:
+    """The behavioural layer (mlwaf.behaviour): per-client history and its verdicts."""
+
+    enabled: bool = False
+    profile: str = "production"  # development (log only), staging or production
+    max_clients: int = 50_000  # hard cap; 1,728 bytes a client with history = 50
+    history: int = 50  # requests kept per client
+    window: float = 300.0  # seconds
+    client_key: str = "ip"  # ip, or ip+ua (address plus User-Agent)
+    hash_clients: bool = False  # the decision log names clients by a salted hash
+    login_paths: str = r"(?i)(login|logon|signin|sign-in|auth|session|wp-login)"
+
+
 @dataclass(frozen=True)
 class Settings:
     socket: str = "/run/mlwaf/analyzer.sock"
@@ -68,6 +87,7 @@ class Settings:
     log_values: bool = True  # the inputs behind a log/block verdict go into the decision log
     max_reasons: int = 3
     profile: ProfileSettings = field(default_factory=ProfileSettings)
+    behaviour: BehaviourSettings = field(default_factory=BehaviourSettings)
 
     @property
     def worker_count(self) -> int:
@@ -120,7 +140,7 @@ def _model(name: str, table: object) -> ModelSettings:
 
 def from_dict(raw: dict) -> Settings:
     """Settings from a parsed TOML document."""
-    _check_keys(raw, {"server", "decision", "models", "limits", "logs", "profile"}, "")
+    _check_keys(raw, {"server", "decision", "models", "limits", "logs", "profile", "behaviour"}, "")
     server, decision = raw.get("server", {}), raw.get("decision", {})
     limits_raw, logs = raw.get("limits", {}), raw.get("logs", {})
     _check_keys(server, {"socket", "socket_group", "socket_mode", "workers"}, "[server]")
@@ -170,6 +190,7 @@ def from_dict(raw: dict) -> Settings:
         "max_reasons": _typed(decision, "max_reasons", int, "[decision] ") if "max_reasons" in decision else 3,
     }
     settings["profile"] = _profile(raw.get("profile", {}))
+    settings["behaviour"] = _behaviour(raw.get("behaviour", {}))
     if settings["workers"] < 0:
         raise ConfigError("[server] workers must be 0 (one per CPU) or more")
     return Settings(**settings)
@@ -195,6 +216,26 @@ def _profile(table: dict) -> ProfileSettings:
         ignore=tuple(ignore),
         observations=_typed(table, "observations", str, where) if "observations" in table else "",
     )
+
+
+def _behaviour(table: dict) -> BehaviourSettings:
+    where = "[behaviour] "
+    _check_keys(table, {f.name for f in fields(BehaviourSettings)}, "[behaviour]")
+    kinds = {"enabled": bool, "profile": str, "max_clients": int, "history": int, "window": float}
+    kinds |= {"client_key": str, "hash_clients": bool, "login_paths": str}
+    values = {key: _typed(table, key, kind, where) for key, kind in kinds.items() if key in table}
+    settings = BehaviourSettings(**values)
+    if settings.profile not in BEHAVIOUR_PROFILES:
+        raise ConfigError(f"{where}profile must be one of {', '.join(BEHAVIOUR_PROFILES)}, got {settings.profile!r}")
+    if settings.client_key not in CLIENT_KEYS:
+        raise ConfigError(f"{where}client_key must be one of {', '.join(CLIENT_KEYS)}, got {settings.client_key!r}")
+    if settings.max_clients < 64 or settings.history < 5 or settings.window <= 0:
+        raise ConfigError(f"{where}max_clients must be >= 64, history >= 5 and window > 0")
+    try:
+        re.compile(settings.login_paths)
+    except re.error as exc:
+        raise ConfigError(f"{where}login_paths is not a regular expression: {exc}") from None
+    return settings
 
 
 def load(path: Path) -> Settings:

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlwaf.behaviour.engine import Behaviour, Judgement
 from mlwaf.config import Settings
 from mlwaf.model import AttackModel, load_model
 from mlwaf.profile import Profile, observe
@@ -35,6 +36,8 @@ class Analyzer:
         self.settings = settings
         self.models = models
         self.profile = profile
+        # made before the daemon forks: its shared memory is every worker's
+        self.behaviour = Behaviour(settings.behaviour) if settings.behaviour.enabled else None
         self.thresholds: dict[str, Thresholds] = {}
         for name, model in models.items():
             configured = settings.models.get(name)
@@ -66,7 +69,9 @@ class Analyzer:
         allowed = [p for p in self.settings.allow_params if request.path.startswith(p.path)]
         return [a for a in request.args if not any(a.name == p.name for p in allowed)]
 
-    def analyze(self, request: Request, started: float | None = None) -> Reply:
+    def analyze(self, request: Request, started: float | None = None, now: float | None = None) -> Reply:
+        """The verdict on one request; ``now`` is its arrival time (the behavioural layer's
+        clock: the daemon's own, or the recorded ``ts`` when a file is replayed)."""
         started = time.perf_counter() if started is None else started
         reply = Reply(verdict="allow", anomalies=list(request.anomalies))
         note = self._allowlisted(request)
@@ -74,6 +79,13 @@ class Analyzer:
             reply.note = note
             reply.ms = (time.perf_counter() - started) * 1000
             return reply
+        if self.behaviour is not None:
+            judgement = self.behaviour.judge(request, time.time() if now is None else now)
+            if judgement.banned:  # a ban in force: answered at once, the models are not asked
+                reply.reasons = [Reason("behaviour", judgement.banned, 1.0, "client", judgement.client, "banned")]
+                return self._finish(reply, "block", started, judgement)
+        else:
+            judgement = None
         args = self._args(request)
         # the models also read the path: attacks hide in path parameters too
         inputs = [Arg("path", "", request.path), *args] if request.path not in ("", "/") else args
@@ -96,14 +108,43 @@ class Analyzer:
                 candidates.append(Reason(name, families[index], float(scores[index]), arg.source, arg.name))
         if self.profile is not None:
             verdict = self._profile(request, args, reply, candidates, verdict)
+        if judgement is not None:
+            verdict = self._behaviour(judgement, reply, candidates, verdict)
+        reply.reasons = sorted(candidates, key=lambda r: -r.score)[: self.settings.max_reasons]
+        return self._finish(reply, verdict, started, judgement)
+
+    def report_status(self, request: Request) -> None:
+        """A status report for the behavioural layer (ignored when it is off)."""
+        if self.behaviour is not None:
+            agent = request.headers.get("user-agent", "")
+            self.behaviour.report_status(request.client_ip, request.id, request.reported_status, agent)
+
+    def _finish(self, reply: Reply, verdict: str, started: float, judgement: Judgement | None) -> Reply:
         if verdict == "block" and self.settings.mode == "detection-only":
             verdict = "log"
         reply.verdict = verdict
-        reply.reasons = sorted(candidates, key=lambda r: -r.score)[: self.settings.max_reasons]
+        if verdict == "block" and judgement is not None and judgement.status:
+            reply.status, reply.retry_after = judgement.status, judgement.retry_after
         if verdict != "allow":
             reply.summary = summary(reply)
         reply.ms = (time.perf_counter() - started) * 1000
         return reply
+
+    def _behaviour(self, judgement: Judgement, reply: Reply, reasons: list[Reason], verdict: str) -> str:
+        """The behavioural layer's say: its findings as reasons, a ban as a block."""
+        assert self.behaviour is not None
+        confidence = self.behaviour.policy.confidence
+        if judgement.features is not None:
+            reply.scores["behaviour"] = judgement.findings[0].score if judgement.findings else 0.0
+        for finding in judgement.findings[:1]:
+            if finding.score >= confidence:
+                detail = f"{finding.severity}: {finding.evidence}"
+                reasons.append(Reason("behaviour", finding.kind, finding.score, "client", judgement.client, detail))
+        if judgement.status:
+            return "block"
+        if judgement.findings and judgement.findings[0].score >= confidence and verdict == "allow":
+            return "log"
+        return verdict
 
     def _profile(self, request: Request, args: list[Arg], reply: Reply, reasons: list[Reason], verdict: str) -> str:
         """Score the request against the application profile; the verdict with its say added."""

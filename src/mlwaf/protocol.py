@@ -24,7 +24,16 @@ Reply::
      "ms": 0.21,
      "summary": "attack=0.981 sqli in body:user (0.981)",  # quote-free, for the audit log
      "note": "path allowlisted",                           # only when no model was asked
+     "status": 429, "retry_after": 60,                     # only for a block with another answer than 403
      "anomalies": ["body_truncated"]}                       # only when a decoding limit was hit
+
+After the response, the bridge may report its status for the behavioural
+layer (only 4xx and 5xx are worth a round trip)::
+
+    {"v": 1, "type": "status", "id": "<the request's id>", "client_ip": "...",
+     "headers": {"user-agent": "..."}, "status": 404}
+
+and gets ``{"v": 1, "id": "...", "verdict": "allow"}`` back.
 
 A message the analyzer cannot read gets ``{"v": 1, "verdict": "allow",
 "error": "<why>"}``: traffic is never blocked because of a broken message,
@@ -80,6 +89,8 @@ class Reply:
     note: str = ""  # why no model was asked (allowlists)
     anomalies: list[str] = field(default_factory=list)  # decoding limits that were hit
     summary: str = ""  # one quote-free line for the audit log
+    status: int = 0  # for a block: the HTTP status to answer (429 for floods); 0: the default, 403
+    retry_after: int = 0  # seconds, with status 429
 
     def as_dict(self) -> dict[str, object]:
         if self.verdict not in VERDICTS:
@@ -92,7 +103,7 @@ class Reply:
             "reasons": [reason.as_dict() for reason in self.reasons],
             "ms": round(self.ms, 3),
         }
-        for key in ("error", "note", "anomalies", "summary"):
+        for key in ("error", "note", "anomalies", "summary", "status", "retry_after"):
             value = getattr(self, key)
             if value:
                 message[key] = value
@@ -159,6 +170,14 @@ def parse_request(line: bytes, limits: Limits | None = None) -> Request:
     if not isinstance(headers, dict):
         raise ProtocolError("headers must be an object")
     anomalies: list[str] = []
+    reported = 0
+    if message.get("type", "request") == "status":
+        status = _number(message, "status")
+        if status is None or not 100 <= status <= 999:
+            raise ProtocolError("a status report needs a status between 100 and 999")
+        reported = int(status)
+    elif message.get("type", "request") != "request":
+        raise ProtocolError(f"unknown message type {message.get('type')!r}")
     content_length = _number(message, "content_length")
     header_count = _number(message, "header_count")
     return Request(
@@ -174,6 +193,7 @@ def parse_request(line: bytes, limits: Limits | None = None) -> Request:
         client_ip=_string(message, "client_ip"),
         ts=_number(message, "ts"),
         anomalies=anomalies,
+        reported_status=reported,
     )
 
 

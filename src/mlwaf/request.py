@@ -55,6 +55,9 @@ class Request:
     # Limits that were hit while decoding ("body_truncated", "args_truncated", ...).
     anomalies: list[str] = field(default_factory=list)
     id: str = ""
+    # A status report (protocol "type": "status"): the answer Apache gave to request ``id``
+    # of ``client_ip``, for the behavioural layer; nothing to score.
+    reported_status: int = 0
 
 
 class RequestError(ValueError):

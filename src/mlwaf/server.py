@@ -58,13 +58,16 @@ def handle_line(analyzer: Analyzer, line: bytes) -> tuple[Reply, Request | None]
         request = parse_request(line, analyzer.settings.limits)
     except ProtocolError as exc:
         return error_reply(str(exc), request_id(line)), None
+    if request.reported_status:
+        analyzer.report_status(request)
+        return Reply(verdict="allow", id=request.id), None
     return safe_analyze(analyzer, request, started), request
 
 
-def safe_analyze(analyzer: Analyzer, request: Request, started: float | None = None) -> Reply:
+def safe_analyze(analyzer: Analyzer, request: Request, started: float | None = None, now: float | None = None) -> Reply:
     """The analyzer's reply, or an error reply (allow) if scoring itself fails."""
     try:
-        reply = analyzer.analyze(request, started)
+        reply = analyzer.analyze(request, started, now)
     except Exception as exc:  # a scoring bug must not take traffic down
         log(f"mlwaf: error while scoring: {exc!r}")
         reply = error_reply(f"internal error: {type(exc).__name__}")

@@ -1,0 +1,102 @@
+"""The behavioural layer as the decision engine uses it: one request in, a judgement out.
+
+For each request: is its client banned (then the ban's answer, at once)?
+Otherwise the request's shape joins the client's history and its endpoint's
+count across all clients (``crowd``), the history's features are computed
+and the profile's heuristics judge them. A finding at
+or above the confidence threshold, in a profile that blocks, bans the client
+for ``ban_seconds``: floods are answered 429 with ``Retry-After``, the rest
+403. Clients are addresses, or address plus User-Agent; with ``hash_clients``
+the decision log names them by a salted hash instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass, field
+
+from mlwaf.behaviour.crowd import Crowd
+from mlwaf.behaviour.detect import PROFILES, Finding, Policy
+from mlwaf.behaviour.features import Features, compute
+from mlwaf.behaviour.tracker import Event, LocalTracker, short_hash
+from mlwaf.config import BehaviourSettings
+from mlwaf.profile import char_classes
+from mlwaf.request import Request
+
+KINDS = ("flood", "scanner", "bot", "credential-stuffing", "distributed-flood")
+
+
+@dataclass
+class Judgement:
+    client: str  # as the decision log names it
+    features: Features | None = None
+    findings: list[Finding] = field(default_factory=list)
+    status: int = 0  # 0: no action; 403 or 429 while banned
+    retry_after: int = 0
+    banned: str = ""  # the kind of finding behind a ban in force
+
+
+def skeleton(request: Request) -> str:
+    """A request's shape for the similarity of consecutive requests: path, argument
+    names and the character classes of their values (no values)."""
+    return request.path + "?" + "&".join(f"{a.name}={char_classes(a.value)}" for a in request.args)
+
+
+class Behaviour:
+    def __init__(self, settings: BehaviourSettings) -> None:
+        self.settings = settings
+        self.policy: Policy = PROFILES[settings.profile]
+        self.tracker = LocalTracker(settings.max_clients, settings.history, settings.window)
+        self.crowd = Crowd()
+        self.login = re.compile(settings.login_paths)
+        self._salt = secrets.token_hex(8)  # per daemon start; workers inherit it
+
+    def client_of(self, request: Request) -> str:
+        client = request.client_ip or "-"
+        if self.settings.client_key == "ip+ua":
+            agent = request.headers.get("user-agent", "")
+            client += "|" + hashlib.blake2b(agent.encode("utf-8", "replace"), digest_size=4).hexdigest()
+        return client
+
+    def shown(self, client: str) -> str:
+        if not self.settings.hash_clients:
+            return client
+        return "h:" + hashlib.blake2b((self._salt + client).encode(), digest_size=8).hexdigest()
+
+    def judge(self, request: Request, now: float) -> Judgement:
+        client = self.client_of(request)
+        judgement = Judgement(self.shown(client))
+        params = tuple(sorted({a.name for a in request.args if a.source != "cookie"}))
+        event = Event(
+            ts=now,
+            method=request.method,
+            path=request.path,
+            params=params,
+            user_agent=request.headers.get("user-agent", ""),
+            login=bool(self.login.search(request.path)),
+            skeleton=skeleton(request),
+            request_id=request.id,
+        )
+        history = self.tracker.record(client, event)
+        surge = self.crowd.add(short_hash(request.path), now)
+        ban = self.tracker.banned(client, now)
+        if ban is not None:
+            judgement.status, judgement.banned = ban[0], KINDS[ban[1]]
+            judgement.retry_after = max(1, round(ban[2] - now))
+            return judgement
+        judgement.features = compute(history, now)
+        judgement.findings = self.policy.judge(judgement.features, surge)
+        top = judgement.findings[0] if judgement.findings else None
+        if top is not None and top.score >= self.policy.confidence and self.policy.block:
+            until = now + self.policy.ban_seconds
+            self.tracker.ban(client, until, top.status, KINDS.index(top.kind))
+            judgement.status = top.status
+            judgement.retry_after = round(self.policy.ban_seconds)
+        return judgement
+
+    def report_status(self, client_ip: str, request_id: str, status: int, user_agent: str = "") -> bool:
+        """The answer Apache gave (from ModSecurity's logging phase)."""
+        request = Request(method="GET", path="/", client_ip=client_ip, headers={"user-agent": user_agent})
+        return self.tracker.set_status(self.client_of(request), request_id, status)
