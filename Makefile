@@ -8,7 +8,7 @@ BIN       := $(VENV)/bin
 SCENARIOS ?= default trixie
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help host-deps venv demo demo-destroy test lint unit molecule wheel bench bench-analyzer evaluate evaluate-appliance clean-cache
+.PHONY: help host-deps venv demo demo-destroy test lint unit molecule wheel bench bench-analyzer bench-behaviour evaluate evaluate-appliance clean-cache
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ bench: host-deps venv ## The appliance under wrk, stack by stack (Apache .. CRS 
 bench-analyzer: venv ## Analyzer alone: mlwaf score rate, socket round trips (closed loop and 2000/s), memory
 	$(BIN)/python scripts/bench-analyzer.py --seconds 8
 	$(BIN)/python scripts/bench-analyzer.py --seconds 8 --rate 2000
+
+bench-behaviour: venv ## Behavioural layer: time to catch floods, scanners, stuffing; people blocked; cost per request
+	$(BIN)/python scripts/bench-behaviour.py --data ../shared/datasets
 
 evaluate: venv ## The model and libinjection on the untouched test split (needs ../shared/datasets); writes bench/detection.*
 	$(BIN)/mlwaf evaluate --data ../shared/datasets --out bench

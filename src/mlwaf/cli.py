@@ -89,6 +89,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     started = time.perf_counter()
     analyzer = Analyzer.from_settings(settings)
+    for model in analyzer.models.values():
+        model.warm_up()
     loaded = ", ".join(f"{n} {m.version}" for n, m in analyzer.models.items())
     print(f"mlwaf: loaded {loaded} in {(time.perf_counter() - started) * 1000:.0f} ms", file=sys.stderr, flush=True)
     return serve(settings, analyzer)

@@ -68,6 +68,11 @@ class BehaviourSettings:
     client_key: str = "ip"  # ip, or ip+ua (address plus User-Agent)
     hash_clients: bool = False  # the decision log names clients by a salted hash
     login_paths: str = r"(?i)(login|logon|signin|sign-in|auth|session|wp-login)"
+    # clients never tracked or banned (local tools, monitoring, load balancers' health checks)
+    exempt_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
 
 
 @dataclass(frozen=True)
@@ -223,8 +228,15 @@ def _behaviour(table: dict) -> BehaviourSettings:
     _check_keys(table, {f.name for f in fields(BehaviourSettings)}, "[behaviour]")
     kinds = {"enabled": bool, "profile": str, "max_clients": int, "history": int, "window": float}
     kinds |= {"client_key": str, "hash_clients": bool, "login_paths": str}
-    values = {key: _typed(table, key, kind, where) for key, kind in kinds.items() if key in table}
-    settings = BehaviourSettings(**values)
+    values: dict[str, object] = {key: _typed(table, key, kind, where) for key, kind in kinds.items() if key in table}
+    if "exempt_networks" in table:
+        try:
+            values["exempt_networks"] = tuple(
+                ipaddress.ip_network(n, strict=False) for n in _typed(table, "exempt_networks", list, where)
+            )
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{where}exempt_networks: {exc}") from None
+    settings = BehaviourSettings(**values)  # type: ignore[arg-type]
     if settings.profile not in BEHAVIOUR_PROFILES:
         raise ConfigError(f"{where}profile must be one of {', '.join(BEHAVIOUR_PROFILES)}, got {settings.profile!r}")
     if settings.client_key not in CLIENT_KEYS:

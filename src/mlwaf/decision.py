@@ -64,6 +64,14 @@ class Analyzer:
             return "path allowlisted"
         return ""
 
+    def _exempt(self, request: Request) -> bool:
+        """A client the behavioural layer leaves alone (local tools and monitoring by default)."""
+        try:
+            address = ipaddress.ip_address(request.client_ip)
+        except ValueError:
+            return False
+        return any(address in net for net in self.settings.behaviour.exempt_networks)
+
     def _args(self, request: Request) -> list[Arg]:
         """Every argument not allowlisted."""
         allowed = [p for p in self.settings.allow_params if request.path.startswith(p.path)]
@@ -79,7 +87,7 @@ class Analyzer:
             reply.note = note
             reply.ms = (time.perf_counter() - started) * 1000
             return reply
-        if self.behaviour is not None:
+        if self.behaviour is not None and not self._exempt(request):
             judgement = self.behaviour.judge(request, time.time() if now is None else now)
             if judgement.banned:  # a ban in force: answered at once, the models are not asked
                 reply.reasons = [Reason("behaviour", judgement.banned, 1.0, "client", judgement.client, "banned")]
@@ -115,7 +123,7 @@ class Analyzer:
 
     def report_status(self, request: Request) -> None:
         """A status report for the behavioural layer (ignored when it is off)."""
-        if self.behaviour is not None:
+        if self.behaviour is not None and not self._exempt(request):
             agent = request.headers.get("user-agent", "")
             self.behaviour.report_status(request.client_ip, request.id, request.reported_status, agent)
 

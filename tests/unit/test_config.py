@@ -38,6 +38,13 @@ log_values = false
 path = "/m/attack.json"
 block_threshold = 0.95
 runtime = "litert-float"
+[behaviour]
+enabled = true
+profile = "staging"
+max_clients = 1000
+window = 120
+client_key = "ip+ua"
+exempt_networks = ["10.0.0.0/8"]
 [profile]
 path = "/p/profile.json"
 mode = "detection-only"
@@ -62,6 +69,17 @@ observations = "/p/observations.jsonl"
     assert settings.profile.ignore == ("endpoint", "method")
     assert settings.profile.observations == "/p/observations.jsonl"
     assert from_dict({}).profile.path == ""
+    behaviour = settings.behaviour
+    assert (behaviour.enabled, behaviour.profile, behaviour.max_clients, behaviour.window) == (
+        True,
+        "staging",
+        1000,
+        120.0,
+    )
+    assert behaviour.client_key == "ip+ua"
+    assert [str(n) for n in behaviour.exempt_networks] == ["10.0.0.0/8"]
+    assert from_dict({}).behaviour.enabled is False
+    assert [str(n) for n in from_dict({}).behaviour.exempt_networks] == ["127.0.0.0/8", "::1/128"]
 
 
 @pytest.mark.parametrize(
@@ -86,6 +104,12 @@ observations = "/p/observations.jsonl"
         ({"profile": {"threshold": 0.9}}, "unknown setting"),
         ({"profile": {"log_threshold": 0}}, r"in \(0, 1\]"),
         ({"models": {"profile": {"path": "/m.json"}}}, "reserved"),
+        ({"behaviour": {"profile": "prod"}}, "profile must be one of"),
+        ({"behaviour": {"client_key": "ua"}}, "client_key must be one of"),
+        ({"behaviour": {"max_clients": 10}}, "max_clients must be >= 64"),
+        ({"behaviour": {"login_paths": "("}}, "not a regular expression"),
+        ({"behaviour": {"exempt_networks": ["nowhere"]}}, "exempt_networks"),
+        ({"behaviour": {"enabled": "yes"}}, "enabled must be bool"),
     ],
 )
 def test_bad_settings_say_what_is_wrong(raw: dict, message: str) -> None:

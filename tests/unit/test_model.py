@@ -14,7 +14,7 @@ import pytest
 
 from mlwaf.cli import main
 from mlwaf.datasets import DatasetError, extra_samples
-from mlwaf.features import WINDOW
+from mlwaf.features import SHAPES, WINDOW
 from mlwaf.model import RUNTIMES, AttackModel, ModelError, load_model, sha256_file
 
 MODELS = Path(__file__).resolve().parents[2] / "files" / "models"
@@ -194,3 +194,12 @@ def test_train_command_reports_a_bad_extra_file(tmp_path: Path, capsys) -> None:
     bad.write_text('{"text": "x"}\n')
     assert main(["train", "attack", "--data", str(data), "--extra", str(bad), "--out", str(tmp_path)]) == 2
     assert "extra.jsonl:1: family must be one of" in capsys.readouterr().err
+
+
+def test_warm_up_runs_every_exported_shape() -> None:
+    calls: list[tuple[int, ...]] = []
+    model = load_model(MODELS / "attack.json")
+    inner = model.backend
+    model.backend = lambda ids: calls.append(ids.shape) or inner(ids)
+    model.warm_up()
+    assert set(calls) == set(SHAPES)

@@ -12,7 +12,7 @@ Scenarios:
   given, else the demo site's pages), each page followed by a burst of its
   assets, with human think times (log-normal, median 8 s); one browser
   User-Agent per session;
-- ``flood``: one address sending the same few URLs at ``rate`` a second;
+- ``flood``: one address sending the same two pages (not a login) at ``rate`` a second;
 - ``distributed``: ``sources`` addresses (50 by default) each sending one
   URL a few times a second;
 - ``scanner``: one address walking a list of well-known paths, most of them
@@ -135,7 +135,8 @@ class Generator:
 
     def flood(self, seconds: float = 10.0, rate: float = 100.0) -> Iterator[dict[str, object]]:
         who = Visitor("flood", "flood", self._address(), self.rng.choice(TOOLS))
-        targets = self.rng.sample(self.site, min(2, len(self.site)))
+        pages = [p for p in self.site if "login" not in p.target.lower()] or list(self.site)  # a flood, not stuffing
+        targets = self.rng.sample(pages, min(2, len(pages)))
         for i in range(int(seconds * rate)):
             yield self._record(who, self.start + i / rate, self.rng.choice(targets))
 

@@ -1,15 +1,19 @@
--- mlwaf ModSecurity bridge (SecRuleScript, Lua 5.1, phase 2).
+-- mlwaf ModSecurity bridge (SecRuleScript, Lua 5.1, phase 2; exec, phase 5).
 --
--- Sends a summary of the request, with the arguments as ModSecurity decoded
--- them, to the analyzer over its Unix socket (protocol version 1: one JSON
--- line each way) and copies the answer into TX variables:
---   tx.mlwaf_verdict   allow | block | log
+-- Phase 2: sends a summary of the request, with the arguments as ModSecurity
+-- decoded them, to the analyzer over its Unix socket (protocol version 1: one
+-- JSON line each way) and copies the answer into TX variables:
+--   tx.mlwaf_verdict   allow | block | log, or ratelimit (a block answered 429)
+--   tx.mlwaf_retry_after  seconds, with ratelimit
 --   tx.mlwaf_score_<model>, tx.mlwaf_summary
 --   tx.mlwaf_ms        round trip as Apache pays it (connect, send, analyse,
 --                      answer), milliseconds; the analyzer's own time is in
 --                      its decision log
 --   tx.mlwaf_fallback  set only when the analyzer could not answer (why)
 -- The rules in /etc/modsecurity/mlwaf.d/ml-analyzer.conf act on them.
+-- Phase 5 (tx.mlwaf_report set by the rules for 4xx and 5xx answers): reports
+-- the response status to the analyzer's behavioural layer, unless the
+-- analyzer itself refused the request.
 -- ModSecurity 2.9 runs every script in a fresh Lua state, so nothing is
 -- kept between requests: one connection per request, kept short.
 
@@ -84,28 +88,53 @@ local function now_us()
   return tonumber(m.getvar("DURATION", "none")) or 0
 end
 
-local function ask()
-  local start = now_us()
+-- One message to the analyzer and its one-line answer (nil and why on failure).
+local function exchange(text)
   local unix = unix_module()
-  if not unix then return fallback("lua-socket is not installed") end
+  if not unix then return nil, "lua-socket is not installed" end
   local timeout = (tonumber(var("tx.mlwaf_timeout_ms")) or 50) / 1000
   local path = m.getvar("tx.mlwaf_socket", "none") or "/run/mlwaf/analyzer.sock"
-
   local conn = (unix.stream or unix)()
   conn:settimeout(timeout)
   local done, err = conn:connect(path)
-  if not done then conn:close(); return fallback("connect " .. path .. ": " .. tostring(err)) end
-  done, err = conn:send(message())
-  if not done then conn:close(); return fallback("send: " .. tostring(err)) end
+  if not done then conn:close(); return nil, "connect " .. path .. ": " .. tostring(err) end
+  done, err = conn:send(text)
+  if not done then conn:close(); return nil, "send: " .. tostring(err) end
   local line
   line, err = conn:receive("*l")
   conn:close()
-  if not line then return fallback("receive: " .. tostring(err)) end
+  if not line then return nil, "receive: " .. tostring(err) end
+  return line
+end
+
+local function report()
+  local verdict = m.getvar("tx.mlwaf_verdict", "none")
+  if not verdict or verdict == "block" or verdict == "ratelimit" then return nil end
+  local agent = m.getvar("REQUEST_HEADERS.User-Agent", "none")
+  local _, err = exchange(table.concat({
+    '{"v":1,"type":"status","id":', quote(var("UNIQUE_ID")),
+    ',"client_ip":', quote(var("REMOTE_ADDR")),
+    ',"headers":{', agent and ('"user-agent":' .. quote(agent)) or "", "}",
+    ',"status":', tonumber(var("RESPONSE_STATUS")) or 0,
+    "}\n",
+  }))
+  if err then m.log(3, "mlwaf: status report not delivered: " .. err) end
+  return nil
+end
+
+local function ask()
+  local start = now_us()
+  local line, err = exchange(message())
+  if not line then return fallback(err) end
 
   local verdict = string.match(line, '"verdict":"(%a+)"')
   if not verdict then return fallback("unreadable reply") end
   local problem = string.match(line, '"error":"([^"]*)"')
   if problem then m.log(3, "mlwaf: analyzer could not read the request: " .. problem) end
+  if verdict == "block" and string.match(line, '"status":429') then
+    verdict = "ratelimit"
+    m.setvar("tx.mlwaf_retry_after", string.match(line, '"retry_after":(%d+)') or "60")
+  end
   m.setvar("tx.mlwaf_verdict", verdict)
   m.setvar("tx.mlwaf_ms", string.format("%.3f", (now_us() - start) / 1000))
   m.setvar("tx.mlwaf_summary", string.match(line, '"summary":"([^"]*)"') or "")
@@ -117,6 +146,10 @@ end
 
 function main()
   -- Any failure in the bridge itself is a fallback too, never a failed rule.
+  if m.getvar("tx.mlwaf_report", "none") == "1" then
+    pcall(report)
+    return nil
+  end
   local ok, err = pcall(ask)
   if not ok then return fallback("bridge error: " .. tostring(err)) end
   return nil
