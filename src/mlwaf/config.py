@@ -68,6 +68,7 @@ class BehaviourSettings:
     client_key: str = "ip"  # ip, or ip+ua (address plus User-Agent)
     hash_clients: bool = False  # the decision log names clients by a salted hash
     login_paths: str = r"(?i)(login|logon|signin|sign-in|auth|session|wp-login)"
+    baseline: str = ""  # where the per-endpoint rate baseline is kept across restarts (empty: not kept)
     # clients never tracked or banned (local tools, monitoring, load balancers' health checks)
     exempt_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
         ipaddress.ip_network("127.0.0.0/8"),
@@ -227,7 +228,7 @@ def _behaviour(table: dict) -> BehaviourSettings:
     where = "[behaviour] "
     _check_keys(table, {f.name for f in fields(BehaviourSettings)}, "[behaviour]")
     kinds = {"enabled": bool, "profile": str, "max_clients": int, "history": int, "window": float}
-    kinds |= {"client_key": str, "hash_clients": bool, "login_paths": str}
+    kinds |= {"client_key": str, "hash_clients": bool, "login_paths": str, "baseline": str}
     values: dict[str, object] = {key: _typed(table, key, kind, where) for key, kind in kinds.items() if key in table}
     if "exempt_networks" in table:
         try:

@@ -65,7 +65,10 @@ class Analyzer:
         return ""
 
     def _exempt(self, request: Request) -> bool:
-        """A client the behavioural layer leaves alone (local tools and monitoring by default)."""
+        """A client the behavioural layer leaves alone (local tools and monitoring by default,
+        and requests that name no client at all)."""
+        if not request.client_ip:
+            return True
         try:
             address = ipaddress.ip_address(request.client_ip)
         except ValueError:

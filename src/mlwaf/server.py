@@ -23,8 +23,10 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from mlwaf.behaviour.crowd import Crowd
 from mlwaf.config import Settings
 from mlwaf.decision import Analyzer
 from mlwaf.profile import observe
@@ -44,6 +46,7 @@ READ_TIMEOUT_S = 2
 # A kernel timeout on a blocking socket: no poll() before every recv and send.
 _READ_TIMEOUT = struct.pack("ll", READ_TIMEOUT_S, 0)
 DRAIN_LIMIT = 64 << 20
+BASELINE_EVERY_S = 300
 
 
 def log(message: str) -> None:
@@ -111,9 +114,12 @@ class AppendFile:
 class DecisionLog(AppendFile):
     """JSON lines, one per decision."""
 
-    def __init__(self, path: str, log_allowed: bool, log_values: bool = True) -> None:
+    def __init__(
+        self, path: str, log_allowed: bool, log_values: bool = True, name_client: Callable[[str], str] = str
+    ) -> None:
         self.log_allowed = log_allowed
         self.log_values = log_values
+        self.name_client = name_client  # the behavioural layer's hashing, when clients are to be named by a hash
         super().__init__(path, "decision log")
 
     def write(self, reply: Reply, request: Request | None) -> None:
@@ -122,7 +128,7 @@ class DecisionLog(AppendFile):
             return
         record: dict[str, object] = {"ts": round(time.time(), 3)}
         if request is not None:
-            record.update(client_ip=request.client_ip, method=request.method, path=request.path[:512])
+            record.update(client_ip=self.name_client(request.client_ip), method=request.method, path=request.path[:512])
         record.update(reply.as_dict())
         if self.log_values and request is not None:
             # The inputs behind the verdict, so that `mlwaf feedback` can turn an
@@ -221,7 +227,12 @@ def listening_socket(settings: Settings) -> socket.socket:
 def serve(settings: Settings, analyzer: Analyzer) -> int:
     listener = listening_socket(settings)
     logs = [
-        DecisionLog(settings.decision_log, settings.log_allowed, settings.log_values),
+        DecisionLog(
+            settings.decision_log,
+            settings.log_allowed,
+            settings.log_values,
+            analyzer.behaviour.shown if analyzer.behaviour and settings.behaviour.hash_clients else str,
+        ),
         ObservationLog(settings.profile.observations),
     ]
     children: dict[int, float] = {}
@@ -249,6 +260,13 @@ def serve(settings: Settings, analyzer: Analyzer) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, on_hup)
+    baseline = Path(settings.behaviour.baseline) if analyzer.behaviour and settings.behaviour.baseline else None
+    if baseline is not None and analyzer.behaviour is not None:
+        crowd = analyzer.behaviour.crowd
+        state = "loaded from" if crowd.load(baseline) else "starts empty, kept in"
+        log(f"mlwaf: endpoint rate baseline {state} {baseline}")
+        signal.signal(signal.SIGALRM, lambda _s, _f: save_baseline(crowd, baseline))
+        signal.setitimer(signal.ITIMER_REAL, BASELINE_EVERY_S, BASELINE_EVERY_S)
     for _ in range(settings.worker_count):
         spawn()
     log(f"mlwaf: serving on {settings.socket} with {len(children)} workers, mode {settings.mode}")
@@ -266,8 +284,19 @@ def serve(settings: Settings, analyzer: Analyzer) -> int:
         if time.monotonic() - started < 1.0:
             time.sleep(1.0)  # a worker that dies at once would otherwise spin
         spawn()
+    if baseline is not None and analyzer.behaviour is not None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        save_baseline(analyzer.behaviour.crowd, baseline)
     log("mlwaf: stopped")
     return 0
+
+
+def save_baseline(crowd: Crowd, path: Path) -> None:
+    """Keep the behavioural layer's endpoint rate baseline (the workers learn it in shared memory)."""
+    try:
+        crowd.save(path)
+    except OSError as exc:
+        log(f"mlwaf: cannot save the endpoint rate baseline to {path}: {exc.strerror}")
 
 
 def _kill(pid: int, signum: int) -> None:

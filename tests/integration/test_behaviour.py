@@ -64,3 +64,10 @@ def test_credential_stuffing_is_refused_within_twenty_requests(host, counted) ->
     assert 403 in outcome, outcome
     assert outcome.get(200, (0, 0))[0] <= 20
     assert any(r["family"] == "credential-stuffing" for r in behaviour_reasons(host))
+
+
+def test_the_rate_baseline_is_kept_across_restarts(host, counted) -> None:
+    assert host.run("systemctl restart mlwaf-analyzer.service").rc == 0
+    assert host.file("/var/lib/mlwaf/behaviour/baseline.npz").exists
+    journal = host.run("journalctl -u mlwaf-analyzer.service -n 20 --no-pager -o cat").stdout
+    assert "endpoint rate baseline loaded from /var/lib/mlwaf/behaviour/baseline.npz" in journal

@@ -11,13 +11,16 @@ import pytest
 
 from mlwaf.behaviour.crowd import Crowd
 from mlwaf.behaviour.detect import PROFILES, severity
+from mlwaf.behaviour.engine import Behaviour
 from mlwaf.behaviour.features import compute, entropy
 from mlwaf.behaviour.simulate import DEMO_SITE, Generator, SimulationError, check_target
 from mlwaf.behaviour.tracker import WAYS, Event, LocalTracker, bytes_per_client
 from mlwaf.cli import score_lines
 from mlwaf.config import BehaviourSettings, ModelSettings, Settings
 from mlwaf.decision import Analyzer
+from mlwaf.protocol import Reply
 from mlwaf.request import Request
+from mlwaf.server import DecisionLog
 
 MODEL = str(Path(__file__).resolve().parents[2] / "files" / "models" / "attack.json")
 
@@ -233,3 +236,30 @@ def test_a_distributed_flood_is_caught_by_its_endpoint() -> None:
     assert len(sources) >= 45
     first = min(r["ts"] for r, o in zip(records, outputs, strict=True) if o["verdict"] == "block")
     assert first - min(r["ts"] for r in records if r["label"] == "distributed") < 10
+
+
+def test_clients_can_be_named_by_a_salted_hash(tmp_path: Path) -> None:
+    engine = Behaviour(BehaviourSettings(enabled=True, hash_clients=True, max_clients=64))
+    named = engine.shown("198.51.100.7")
+    assert named.startswith("h:")
+    assert "198.51.100.7" not in named
+    assert engine.shown("198.51.100.7") == named
+    assert Behaviour(BehaviourSettings(enabled=True, hash_clients=True, max_clients=64)).shown("198.51.100.7") != named
+    log = DecisionLog(str(tmp_path / "d.jsonl"), log_allowed=True, name_client=engine.shown)
+    log.write(Reply(verdict="allow"), Request("GET", "/", client_ip="198.51.100.7"))
+    assert json.loads((tmp_path / "d.jsonl").read_text())["client_ip"] == named
+
+
+def test_the_crowd_baseline_survives_a_restart(tmp_path: Path) -> None:
+    crowd = Crowd()
+    for second in range(100):
+        crowd.add(3, T0 + second)
+        crowd.add(3, T0 + second + 0.5)
+    crowd.save(tmp_path / "baseline.npz")
+    again = Crowd()
+    assert again.load(tmp_path / "baseline.npz")
+    assert again.mean[3] == pytest.approx(crowd.mean[3])
+    assert again.mean[3] > 1.0
+    assert not Crowd().load(tmp_path / "missing.npz")
+    (tmp_path / "bad.npz").write_bytes(b"not numpy")
+    assert not Crowd().load(tmp_path / "bad.npz")

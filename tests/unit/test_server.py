@@ -47,6 +47,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory):
     config.write_text(
         f'[server]\nsocket = "{sock}"\nworkers = 2\n[logs]\ndecision_log = "{log}"\n[models.attack]\npath = "{MODEL}"\n'
         f'[profile]\nobservations = "{folder / "observations.jsonl"}"\n'
+        f'[behaviour]\nenabled = true\nbaseline = "{folder / "baseline.npz"}"\n'
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlwaf.cli", "serve", "--config", str(config)],
@@ -60,7 +61,10 @@ def daemon(tmp_path_factory: pytest.TempPathFactory):
     yield proc, sock, log
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
-    assert "stopped" in proc.stderr.read()
+    journal = proc.stderr.read()
+    assert "stopped" in journal
+    assert "endpoint rate baseline starts empty" in journal
+    assert (folder / "baseline.npz").exists(), "the behavioural layer's baseline is kept at stop"
 
 
 def test_socket_mode(daemon) -> None:

@@ -8,7 +8,9 @@ requests per second: an exponentially weighted mean and variance, updated
 once a second. The endpoint is under attack while its rate over the last
 ``span`` seconds is above both ``min_rate`` and mean + ``z`` standard
 deviations; seconds under attack are not learned, so a long flood does not
-become the norm.
+become the norm. The baseline can be saved and loaded again (the daemon does
+so at stop and start, and every few minutes), so a restart does not start
+from nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import mmap
 import multiprocessing
 from dataclasses import dataclass
 from math import sqrt
+from pathlib import Path
 
 import numpy as np
 
@@ -85,3 +88,21 @@ class Crowd:
             recent = self.counts[e][self.seconds[e] > second - self.span].sum()
             limit = max(self.min_rate, float(self.mean[e]) + self.z * sqrt(float(self.var[e])))
             return Surge(float(recent) / self.span, limit)
+
+    def save(self, path: Path) -> None:
+        """Write the baseline (mean, variance, last learned second per endpoint) atomically."""
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, mean=self.mean, var=self.var, folded=self.folded)
+        tmp.replace(path)
+
+    def load(self, path: Path) -> bool:
+        """Read a saved baseline; False (and nothing changed) when there is none or it does not fit."""
+        try:
+            with np.load(path) as saved:
+                arrays = {name: saved[name] for name in ("mean", "var", "folded")}
+        except (OSError, ValueError, KeyError):
+            return False
+        if any(a.shape != (ENDPOINTS,) for a in arrays.values()):
+            return False
+        self.mean[:], self.var[:], self.folded[:] = arrays["mean"], arrays["var"], arrays["folded"]
+        return True
