@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the local test hosts need on a Debian controller: debootstrap
 # and systemd-nspawn to make and boot them, an SSH client to reach them, wrk
-# for the benchmarks.
+# for the benchmarks, and redis-server for the unit tests of the shared
+# tracker (they start their own on a Unix socket; the packaged service is
+# stopped, so that it never holds a port the test hosts want).
 set -euo pipefail
-packages=(debootstrap systemd-container openssh-client iproute2 wrk)
+packages=(debootstrap systemd-container openssh-client iproute2 wrk redis-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -16,3 +18,6 @@ fi
 echo "install-host-deps: installing ${missing[*]}"
 DEBIAN_FRONTEND=noninteractive apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+if [[ " ${missing[*]} " == *" redis-server "* ]] && command -v systemctl >/dev/null; then
+  systemctl disable --now redis-server.service >/dev/null 2>&1 || true
+fi

@@ -69,6 +69,8 @@ class BehaviourSettings:
     hash_clients: bool = False  # the decision log names clients by a salted hash
     login_paths: str = r"(?i)(login|logon|signin|sign-in|auth|session|wp-login)"
     baseline: str = ""  # where the per-endpoint rate baseline is kept across restarts (empty: not kept)
+    redis_url: str = ""  # shared history for several nodes (redis://host:6379/0, unix:///run/redis.sock); empty: local
+    redis_timeout: float = 0.02  # seconds; past it the node goes on with local state
     # clients never tracked or banned (local tools, monitoring, load balancers' health checks)
     exempt_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
         ipaddress.ip_network("127.0.0.0/8"),
@@ -229,6 +231,7 @@ def _behaviour(table: dict) -> BehaviourSettings:
     _check_keys(table, {f.name for f in fields(BehaviourSettings)}, "[behaviour]")
     kinds = {"enabled": bool, "profile": str, "max_clients": int, "history": int, "window": float}
     kinds |= {"client_key": str, "hash_clients": bool, "login_paths": str, "baseline": str}
+    kinds |= {"redis_url": str, "redis_timeout": float}
     values: dict[str, object] = {key: _typed(table, key, kind, where) for key, kind in kinds.items() if key in table}
     if "exempt_networks" in table:
         try:
@@ -242,6 +245,10 @@ def _behaviour(table: dict) -> BehaviourSettings:
         raise ConfigError(f"{where}profile must be one of {', '.join(BEHAVIOUR_PROFILES)}, got {settings.profile!r}")
     if settings.client_key not in CLIENT_KEYS:
         raise ConfigError(f"{where}client_key must be one of {', '.join(CLIENT_KEYS)}, got {settings.client_key!r}")
+    if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            f"{where}redis_url must start with redis://, rediss:// or unix://, got {settings.redis_url!r}"
+        )
     if settings.max_clients < 64 or settings.history < 5 or settings.window <= 0:
         raise ConfigError(f"{where}max_clients must be >= 64, history >= 5 and window > 0")
     try:

@@ -20,6 +20,7 @@ APACHE_TEMPLATES = ["etc/apache2/sites-available/mlwaf.conf", "etc/apache2/conf-
 
 
 def render(tmp_path: Path, role: str, templates: list[str], overrides: dict) -> dict[str, str]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     overrides_file = tmp_path / "overrides.json"
     overrides_file.write_text(json.dumps(overrides))
     out = tmp_path / "out"
@@ -136,3 +137,29 @@ def test_apache_proxy_mode_with_redirect(tmp_path: Path) -> None:
     assert "DocumentRoot" not in site
     assert 'Redirect permanent "/" "https://waf.example.test:8443/"' in site
     assert site.count('ProxyPass "/"') == 1  # only the HTTPS vhost proxies
+
+
+ANALYZER_TEMPLATES = ["etc/systemd/system/mlwaf-analyzer.service", "etc/mlwaf/analyzer.toml"]
+
+
+def test_analyzer_unit_stays_off_the_network_unless_redis_is_shared(tmp_path: Path) -> None:
+    local = render(tmp_path / "local", "ml_analyzer", ANALYZER_TEMPLATES, {})
+    unit = local["mlwaf-analyzer.service"]
+    assert "PrivateNetwork=true" in unit
+    assert re.search(r"^RestrictAddressFamilies=AF_UNIX$", unit, re.M)
+    assert "IPAddressAllow" not in unit
+    assert 'redis_url = ""' in local["analyzer.toml"]
+    shared = render(
+        tmp_path / "shared",
+        "ml_analyzer",
+        ANALYZER_TEMPLATES,
+        {
+            "ml_analyzer_behaviour_redis_url": "redis://10.0.0.5:6379/0",
+            "ml_analyzer_behaviour_redis_networks": ["10.0.0.5"],
+        },
+    )
+    unit = shared["mlwaf-analyzer.service"]
+    assert "PrivateNetwork=false" in unit
+    assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6" in unit
+    assert re.search(r"^IPAddressDeny=any\nIPAddressAllow=10.0.0.5$", unit, re.M)
+    assert 'redis_url = "redis://10.0.0.5:6379/0"' in shared["analyzer.toml"]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from mlwaf.behaviour.crowd import Crowd
 from mlwaf.behaviour.detect import PROFILES, Finding, Policy
 from mlwaf.behaviour.features import Features, compute
+from mlwaf.behaviour.shared import FallbackTracker, RedisTracker
 from mlwaf.behaviour.tracker import Event, LocalTracker, short_hash
 from mlwaf.config import BehaviourSettings
 from mlwaf.profile import char_classes
@@ -48,7 +49,11 @@ class Behaviour:
     def __init__(self, settings: BehaviourSettings) -> None:
         self.settings = settings
         self.policy: Policy = PROFILES[settings.profile]
-        self.tracker = LocalTracker(settings.max_clients, settings.history, settings.window)
+        local = LocalTracker(settings.max_clients, settings.history, settings.window)
+        self.tracker: LocalTracker | FallbackTracker = local
+        if settings.redis_url:
+            shared = RedisTracker(settings.redis_url, settings.history, settings.window, settings.redis_timeout)
+            self.tracker = FallbackTracker(shared, local)
         self.crowd = Crowd()
         self.login = re.compile(settings.login_paths)
         self._salt = secrets.token_hex(8)  # per daemon start; workers inherit it

@@ -95,6 +95,28 @@ class Event:
     request_id: str = ""
 
 
+def row(event: Event, previous: bytes | None, skeleton: bytes) -> tuple:
+    """A request as a RECORD row; ``previous``: the client's last skeleton, if it has one."""
+    flags = FLAG_LOGIN if event.login else 0
+    similarity = 0
+    if previous is not None:
+        flags |= FLAG_HAS_PREVIOUS
+        similarity = round(2 * ratio(previous, skeleton))
+    return (
+        event.ts,
+        short_hash(event.path),
+        short_hash("&".join(event.params)),
+        short_hash(event.user_agent),
+        short_hash(event.request_id) if event.request_id else 0,
+        0,
+        event.country,
+        METHODS.get(event.method, OTHER_METHOD),
+        flags,
+        similarity,
+        b"",
+    )
+
+
 def bytes_per_client(depth: int) -> int:
     return HEADER.itemsize + depth * RECORD.itemsize
 
@@ -150,26 +172,8 @@ class LocalTracker:
         with self._lock(key):
             slot = self._slot(key, event.ts)
             header = self.headers[slot]
-            previous = bytes(header["skeleton"])
             head, count = int(header["head"]), int(header["count"])
-            flags = FLAG_LOGIN if event.login else 0
-            similarity = 0
-            if count:
-                flags |= FLAG_HAS_PREVIOUS
-                similarity = round(2 * ratio(previous, skeleton))
-            self.records[slot, head] = (
-                event.ts,
-                short_hash(event.path),
-                short_hash("&".join(event.params)),
-                short_hash(event.user_agent),
-                short_hash(event.request_id) if event.request_id else 0,
-                0,
-                event.country,
-                METHODS.get(event.method, OTHER_METHOD),
-                flags,
-                similarity,
-                b"",
-            )
+            self.records[slot, head] = row(event, bytes(header["skeleton"]) if count else None, skeleton)
             header["head"] = (head + 1) % self.depth
             header["count"] = min(count + 1, self.depth)
             header["skeleton"] = skeleton

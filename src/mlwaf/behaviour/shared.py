@@ -1,0 +1,138 @@
+"""The per-client history on Redis, so that several WAF nodes see a client as one.
+
+The same records as the local tracker (``tracker.RECORD``, 32 bytes each),
+kept in Redis: per client a list of packed records (``<prefix>r:<key>``) and
+a hash (``<prefix>h:<key>``: the last request's skeleton, the ban), both
+expiring after the window. One request costs two round trips: the previous
+skeleton (the similarity of consecutive requests is computed here, with
+RapidFuzz, not in Redis), then one script that appends the record, trims the
+list to the history depth, refreshes the expiry and returns the history.
+
+``FallbackTracker`` puts the local tracker behind it: when Redis does not
+answer (within ``timeout``), the analyzer goes on with node-local state, says
+so in its log once a minute, and tries Redis again after ``retry`` seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import redis
+
+from mlwaf.behaviour.tracker import RECORD, SKELETON_BYTES, Event, LocalTracker, client_key, row, short_hash
+
+_RECORD_SCRIPT = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+redis.call('HSET', KEYS[2], 's', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return redis.call('LRANGE', KEYS[1], 0, -1)
+"""
+# rid is at byte 20 of a record, status (2 bytes) at byte 24
+_STATUS_SCRIPT = """
+local rows = redis.call('LRANGE', KEYS[1], 0, -1)
+for i = #rows, 1, -1 do
+  if string.sub(rows[i], 21, 24) == ARGV[1] then
+    redis.call('LSET', KEYS[1], i - 1, string.sub(rows[i], 1, 24) .. ARGV[2] .. string.sub(rows[i], 27))
+    return 1
+  end
+end
+return 0
+"""
+_RID_AT, _STATUS = 20, np.dtype("<u2")
+
+
+class RedisTracker:
+    """The tracker's interface (record, ban, banned, set_status, clients) on a Redis server."""
+
+    def __init__(self, url: str, depth: int = 50, window: float = 300.0, timeout: float = 0.02) -> None:
+        self.depth, self.window = depth, window
+        self.prefix = "mlwaf:"
+        self.redis = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._record = self.redis.register_script(_RECORD_SCRIPT)
+        self._status = self.redis.register_script(_STATUS_SCRIPT)
+
+    def _keys(self, client: str) -> tuple[str, str]:
+        key = f"{client_key(client):016x}"
+        return f"{self.prefix}r:{key}", f"{self.prefix}h:{key}"
+
+    def _ttl(self) -> int:
+        return max(1, round(self.window))
+
+    def record(self, client: str, event: Event) -> np.ndarray:
+        rows, header = self._keys(client)
+        skeleton = event.skeleton.encode("utf-8", "replace")[:SKELETON_BYTES]
+        packed = np.array([row(event, self.redis.hget(header, "s"), skeleton)], dtype=RECORD).tobytes()
+        history = self._record(keys=[rows, header], args=[packed, self.depth, skeleton, self._ttl()])
+        records = np.frombuffer(b"".join(history), dtype=RECORD)
+        return records[records["ts"] >= event.ts - self.window]
+
+    def ban(self, client: str, until: float, status: int, kind: int) -> bool:
+        _, header = self._keys(client)
+        pipe = self.redis.pipeline()
+        pipe.hset(header, mapping={"bu": repr(until), "bs": status, "bk": kind})
+        pipe.expire(header, max(self._ttl(), round(until - time.time()) + 1))
+        pipe.execute()
+        return True
+
+    def banned(self, client: str, now: float) -> tuple[int, int, float] | None:
+        _, header = self._keys(client)
+        until, status, kind = self.redis.hmget(header, ["bu", "bs", "bk"])
+        if until is None or float(until) <= now:
+            return None
+        return int(status or 403), int(kind or 0), float(until)
+
+    def set_status(self, client: str, request_id: str, status: int) -> bool:
+        rows, _ = self._keys(client)
+        rid = np.array([short_hash(request_id)], dtype="<u4").tobytes()
+        code = np.array([min(max(status, 0), 999)], dtype=_STATUS).tobytes()
+        return bool(self._status(keys=[rows], args=[rid, code]))
+
+    def clients(self, now: float) -> int:
+        """Clients with a history in Redis (every node's); ``now`` is unused (Redis expires them)."""
+        return sum(1 for _ in self.redis.scan_iter(match=f"{self.prefix}h:*", count=1000))
+
+
+class FallbackTracker:
+    """Redis first; the node's own shared-memory tracker while Redis does not answer."""
+
+    def __init__(self, shared: RedisTracker, local: LocalTracker, retry: float = 5.0) -> None:
+        self.shared, self.local, self.retry = shared, local, retry
+        self.down_until = 0.0
+        self.fallbacks = 0  # operations served locally because Redis did not answer
+        self._said = 0.0
+
+    @property
+    def using(self) -> str:
+        return "local" if time.monotonic() < self.down_until else "redis"
+
+    def _call(self, name: str, *args: object) -> Any:
+        if time.monotonic() >= self.down_until:
+            try:
+                return getattr(self.shared, name)(*args)
+            except redis.RedisError as exc:
+                self.down_until = time.monotonic() + self.retry
+                if time.monotonic() - self._said > 60:
+                    self._said = time.monotonic()
+                    print(f"mlwaf: Redis unreachable ({exc}); behavioural state is node-local for now", file=sys.stderr)
+        self.fallbacks += 1
+        return getattr(self.local, name)(*args)
+
+    def record(self, client: str, event: Event) -> np.ndarray:
+        return self._call("record", client, event)
+
+    def ban(self, client: str, until: float, status: int, kind: int) -> bool:
+        return self._call("ban", client, until, status, kind)
+
+    def banned(self, client: str, now: float) -> tuple[int, int, float] | None:
+        return self._call("banned", client, now)
+
+    def set_status(self, client: str, request_id: str, status: int) -> bool:
+        return self._call("set_status", client, request_id, status)
+
+    def clients(self, now: float) -> int:
+        return self._call("clients", now)
