@@ -43,7 +43,7 @@ for i = #rows, 1, -1 do
 end
 return 0
 """
-_RID_AT, _STATUS = 20, np.dtype("<u2")
+_STATUS = np.dtype("<u2")
 
 
 class RedisTracker:
