@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import time
 from collections import defaultdict
@@ -31,6 +30,7 @@ from mlwaf.behaviour.simulate import DEMO_SITE, Generator, site_from_requests
 from mlwaf.behaviour.tracker import Event, LocalTracker, bytes_per_client
 from mlwaf.config import BehaviourSettings
 from mlwaf.datasets import csic_split
+from mlwaf.evaluate import one_cpu
 from mlwaf.request import from_wire
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,9 +134,7 @@ def iliou_rows(bots: dict[str, tuple[int, int]]) -> list[tuple[str, str, str]]:
 
 def cost(clients: int = 100_000, requests: int = 50_000) -> dict[str, float]:
     """Microseconds per request of tracker update plus features, with ``clients`` tracked, one CPU."""
-    allowed = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(allowed)})
-    try:
+    with one_cpu():
         tracker = LocalTracker(max_clients=clients * 5 // 4)
         t0 = 1_800_000_000.0
         names = [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(clients)]
@@ -161,8 +159,6 @@ def cost(clients: int = 100_000, requests: int = 50_000) -> dict[str, float]:
         results["bytes per client"] = bytes_per_client(tracker.depth)
         results["memory MB"] = tracker.memory_bytes / 1e6
         return results
-    finally:
-        os.sched_setaffinity(0, allowed)
 
 
 def main() -> int:

@@ -31,8 +31,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from pathlib import Path
@@ -267,9 +268,7 @@ def evaluate(items: Sequence[Item], detectors: dict[str, Detector]) -> Result:
 def inference_ms(model: AttackModel, requests: list[HttpRequest], batch: int = 32, repeat: int = 3) -> float:
     """Milliseconds of model time per request, scoring ``batch`` requests' values per call on
     one CPU (no score cache); the best of ``repeat`` passes over all requests."""
-    allowed = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(allowed)})
-    try:
+    with one_cpu():
         groups = [[v for r in requests[i : i + batch] for v in r.values] for i in range(0, len(requests), batch)]
         model.probabilities(groups[0])  # warm-up: the first call of each batch shape allocates it
         best = float("inf")
@@ -278,9 +277,18 @@ def inference_ms(model: AttackModel, requests: list[HttpRequest], batch: int = 3
             for values in groups:
                 model.probabilities(values)
             best = min(best, time.perf_counter() - started)
+    return 1000 * best / len(requests)
+
+
+@contextmanager
+def one_cpu() -> Iterator[None]:
+    """Run the block pinned to one CPU (timings "per core"), then give the others back."""
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})
+    try:
+        yield
     finally:
         os.sched_setaffinity(0, allowed)
-    return 1000 * best / len(requests)
 
 
 def _rate(cell: Cell, family: str) -> str:

@@ -11,13 +11,13 @@ skipped and counted, never fatal.
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlwaf.datasets import FAMILIES
+from mlwaf.files import text_lines
 
 
 class FeedbackError(ValueError):
@@ -32,21 +32,16 @@ class Export:
 
 def _entries(paths: list[Path], export: Export) -> Iterator[dict]:
     for path in paths:
-        opener = gzip.open if path.suffix == ".gz" else open
-        try:
-            with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
-                for line in handle:
-                    try:
-                        entry = json.loads(line)
-                    except ValueError:
-                        export.skipped_lines += 1
-                        continue
-                    if isinstance(entry, dict):
-                        yield entry
-                    else:
-                        export.skipped_lines += 1
-        except (OSError, EOFError) as exc:
-            raise FeedbackError(f"cannot read decision log {path}: {exc}") from None
+        for line in text_lines(path, FeedbackError, "decision log"):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                export.skipped_lines += 1
+                continue
+            if isinstance(entry, dict):
+                yield entry
+            else:
+                export.skipped_lines += 1
 
 
 def export(paths: list[Path], marks: dict[str, str]) -> Export:

@@ -14,13 +14,13 @@ Lines that cannot be read are skipped and counted, never fatal.
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlwaf.files import text_lines
 from mlwaf.profile import Observation, Profile, ProfileError, observe
 from mlwaf.request import RequestError, from_wire
 
@@ -35,18 +35,9 @@ class Tally:
     ignored: int = 0  # readable, but not part of the site (error statuses)
 
 
-def _lines(path: Path) -> Iterator[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8", errors="surrogateescape") as handle:
-            yield from handle
-    except (OSError, EOFError) as exc:
-        raise ProfileError(f"cannot read {path}: {exc}") from None
-
-
 def observations(path: Path, kind: str, tally: Tally) -> Iterator[Observation]:
     """The observations in one file of the given kind (one of FORMATS)."""
-    for line in _lines(path):
+    for line in text_lines(path, ProfileError, kind, errors="surrogateescape"):
         if not line.strip():
             continue
         try:

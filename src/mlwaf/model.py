@@ -27,7 +27,6 @@ cost of a request, never its verdict.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ import numpy.typing as npt
 
 from mlwaf.config import RUNTIMES
 from mlwaf.features import SHAPES, SPEC_VERSION, fit_length, fit_rows, signature, windows
+from mlwaf.files import read_json
 
 BENIGN = "benign"
 KIND = "char-cnn"
@@ -173,12 +173,7 @@ class AttackModel:
 
 
 def _read_metadata(path: Path) -> dict:
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ModelError(f"cannot read model metadata {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise ModelError(f"model metadata {path} is not JSON: {exc}") from None
+    meta = read_json(path, ModelError, "model metadata")
     if not isinstance(meta, dict):
         raise ModelError(f"model metadata {path} must be a JSON object")
     if meta.get("kind") != KIND:

@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlwaf.files import read_json
 from mlwaf.request import Request
 
 SPEC = "profile-v1"
@@ -322,12 +323,7 @@ class Profile:
 
     @classmethod
     def load(cls, path: Path) -> Profile:
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ProfileError(f"cannot read profile {path}: {exc.strerror}") from None
-        except ValueError as exc:
-            raise ProfileError(f"profile {path} is not JSON: {exc}") from None
+        raw = read_json(path, ProfileError, "profile")
         try:
             return cls.from_dict(raw)
         except ProfileError as exc:
