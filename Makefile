@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV      ?= .venv
 PYTHON    ?= python3
 BIN       := $(VENV)/bin
-SCENARIOS ?= default trixie
+SCENARIOS ?= default trixie cluster
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: help host-deps venv demo demo-destroy test lint unit molecule wheel bench bench-analyzer bench-behaviour evaluate evaluate-appliance clean-cache
@@ -32,7 +32,7 @@ demo: host-deps venv ## Bring up the appliance on a throwaway local Debian 12 ho
 demo-destroy: venv ## Tear the demo host down
 	molecule destroy -s default
 
-test: host-deps venv lint unit molecule ## Everything: lint, unit tests, Molecule on Debian 12 and 13
+test: host-deps venv lint unit molecule ## Everything: lint, unit tests, Molecule on Debian 12 and 13 and the cluster
 
 lint: venv ## yamllint, ansible-lint (production profile), ruff
 	yamllint --strict .
@@ -43,7 +43,7 @@ lint: venv ## yamllint, ansible-lint (production profile), ruff
 unit: venv ## Unit tests
 	pytest
 
-molecule: host-deps venv ## Molecule scenarios (Debian 12 docroot mode, Debian 13 proxy mode)
+molecule: host-deps venv ## Molecule scenarios (Debian 12 docroot mode, Debian 13 proxy mode, two-node cluster)
 	@set -e; for s in $(SCENARIOS); do molecule test -s $$s; done
 
 wheel: venv ## Build the mlwaf wheel into dist/ (for ml_analyzer_wheel on air-gapped controllers)

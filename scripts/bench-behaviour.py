@@ -8,30 +8,35 @@ Replays `mlwaf simulate` traffic through the behavioural engine the daemon runs
 left out: it does not change these verdicts), everything in one timeline:
 normal browsing sessions (the site built from CSIC 2010's requests when the
 datasets are there, else the demo site), and amid them single-source floods,
-a distributed flood, scanners, credential stuffing and a crawler. Then the
-real bot and human sessions of the Iliou et al. logs, each as its own client.
-Then times the tracker update plus features per request with 100,000
-clients tracked, on one CPU. Writes bench/behaviour.md and bench/behaviour.json.
+a distributed flood, scanners, credential stuffing, crawlers and a scripted
+browser. Then real logs, each session its own client: the bot and human
+sessions of the Iliou et al. logs and three vulnerability scanners. All of
+it twice: with the heuristics alone (what blocks by default: the model's
+findings are only logged), and with the flood/bot model blocking as well
+(``--model``, default files/models/flood.json, ``model_action`` block). Then times the tracker
+update plus features per request with 100,000 clients tracked, and the
+model, on one CPU. Writes bench/behaviour.md and bench/behaviour.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from collections import defaultdict
-from datetime import datetime
+from dataclasses import replace
 from pathlib import Path
 
 from mlwaf.behaviour.engine import Behaviour
 from mlwaf.behaviour.features import compute
+from mlwaf.behaviour.model import WindowModel, load_window_model
+from mlwaf.behaviour.reallogs import iliou, scanners
 from mlwaf.behaviour.simulate import DEMO_SITE, Generator, site_from_requests
 from mlwaf.behaviour.tracker import Event, LocalTracker, bytes_per_client
 from mlwaf.config import BehaviourSettings
 from mlwaf.datasets import csic_split
 from mlwaf.evaluate import one_cpu
-from mlwaf.request import from_wire
+from mlwaf.request import RequestError, from_wire
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,6 +49,8 @@ def traffic(site: tuple, sessions: int, seed: int) -> list[dict]:
         lambda g: g.flood(seconds=20, rate=20),
         lambda g: g.distributed(seconds=30, sources=60, rate=3),
         lambda g: g.crawler(120, interval=1.0),
+        lambda g: g.crawler(120, interval=3.0, jitter=0.2),
+        lambda g: g.headless(40, wait=(2.0, 6.0)),
     ]
     runs += [lambda g: g.scanner(60)] * 20 + [lambda g: g.stuffing(60)] * 20
     for number, make in enumerate(runs):
@@ -54,9 +61,9 @@ def traffic(site: tuple, sessions: int, seed: int) -> list[dict]:
     return sorted(records, key=lambda r: r["ts"])
 
 
-def replay(records: list[dict]) -> dict[str, list[tuple[float, int, int]]]:
+def replay(records: list[dict], settings: BehaviourSettings) -> dict[str, list[tuple[float, int, int]]]:
     """(ts, status answered, index in session) per session; status 0 = let through."""
-    engine = Behaviour(BehaviourSettings(enabled=True, max_clients=200_000))
+    engine = Behaviour(settings)
     seen: dict[str, list[tuple[float, int, int]]] = defaultdict(list)
     for record in records:
         request = from_wire(record)
@@ -64,47 +71,33 @@ def replay(records: list[dict]) -> dict[str, list[tuple[float, int, int]]]:
         session = seen[record["session"]]
         session.append((record["ts"], judgement.status, len(session)))
         if record.get("status"):
-            engine.report_status(request.client_ip, request.id, record["status"], request.headers.get("User-Agent", ""))
+            engine.report_status(request.client_ip, request.id, record["status"], request.headers.get("user-agent", ""))
     return seen
 
 
-_ILIOU_LINE = re.compile(r'\[([^\]]+)\] "(\S+) (\S+) [^"]*" (\d{3}) \S+ "[^"]*" (\S+) "([^"]*)"')
-
-
-def iliou(data: Path) -> dict[str, tuple[int, int]] | None:
-    """The Iliou et al. web bot sessions (humans, moderate and advanced bots), each replayed
-    as its own client: {label: (sessions flagged, sessions)}. Flagged: a finding at the
-    confidence threshold or a ban at any point. Labels come from the log files (the copy
-    lacks most of the annotated test sessions; the heuristics learned from none of them).
-    None when the dataset is not there."""
-    root = data / "webbot-iliou" / "phase1" / "data" / "web_logs"
-    if not root.is_dir():
-        return None
-    label_of = {"access_moderate_bots.log": "moderate_bot", "access_advanced_bots.log": "advanced_bot"}
-    sessions: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for path in sorted(root.glob("*/*.log")):
-        label = label_of.get(path.name, "human")
-        for line in path.read_text(errors="replace").splitlines():
-            match = _ILIOU_LINE.search(line)
-            if match and match.group(5) != "-":
-                when = datetime.strptime(match.group(1), "%d/%b/%Y:%H:%M:%S %z").timestamp()
-                sessions[label, match.group(5)].append(
-                    {"method": match.group(2), "path": match.group(3), "status": int(match.group(4)),
-                     "headers": {"User-Agent": match.group(6)}, "ts": when, "client_ip": match.group(5)}
-                )  # fmt: skip
-    engine = Behaviour(BehaviourSettings(enabled=True))
-    tally: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for (label, session), requests in sessions.items():
-        flagged = False
-        for number, record in enumerate(sorted(requests, key=lambda r: r["ts"])):
-            request = from_wire({**record, "id": f"{session}-{number}"})
+def real_sessions(data: Path, settings: BehaviourSettings) -> dict[str, tuple[int, int, list[int]]]:
+    """Real logs, each session its own client (``mlwaf.behaviour.reallogs``): the Iliou et al.
+    web bot sessions (humans, moderate and advanced bots; labels from the log files) and the
+    three scanners' logs. {label: (sessions flagged, sessions, requests until flagged)}.
+    Flagged: a finding at the confidence threshold or a ban at any point."""
+    sessions = {**iliou(data), **scanners(data)}
+    engine = Behaviour(settings)
+    tally: dict[str, tuple[int, int, list[int]]] = {}
+    for (label, session), records in sessions.items():
+        flagged = 0
+        for number, record in enumerate(records):
+            try:
+                request = from_wire({**record, "client_ip": session})
+            except RequestError:
+                continue
             judgement = engine.judge(request, record["ts"])
             findings = judgement.findings
-            flagged |= bool(judgement.status) or bool(findings and findings[0].score >= engine.policy.confidence)
+            if not flagged and (judgement.status or (findings and findings[0].score >= engine.policy.confidence)):
+                flagged = number + 1
             engine.report_status(session, request.id, record["status"])
-        tally[label][0] += int(flagged)
-        tally[label][1] += 1
-    return {label: (flagged, total) for label, (flagged, total) in tally.items()}
+        caught, total, when = tally.get(label, (0, 0, []))
+        tally[label] = (caught + bool(flagged), total + 1, when + ([flagged] if flagged else []))
+    return tally
 
 
 def distributed(seen: dict[str, list[tuple[float, int, int]]]) -> tuple[tuple[str, str, str], float | None, int]:
@@ -123,17 +116,25 @@ def distributed(seen: dict[str, list[tuple[float, int, int]]]) -> tuple[tuple[st
     return row, (min(blocked) - start if blocked else None), caught
 
 
-def iliou_rows(bots: dict[str, tuple[int, int]]) -> list[tuple[str, str, str]]:
-    targets = {"moderate_bot": ">= 90% of bots", "advanced_bot": ">= 90% of bots", "human": "<= 1%"}
-    return [
-        (f"Iliou sessions: {label.replace('_', ' ')}s flagged", f"{bots[label][0]} of {bots[label][1]}", target)
-        for label, target in targets.items()
-        if label in bots
-    ]
+def real_rows(real: dict[str, tuple[int, int, list[int]]]) -> list[tuple[str, str, str]]:
+    targets = {
+        "moderate_bot": ("Iliou moderate bot sessions flagged", ">= 90%"),
+        "advanced_bot": ("Iliou advanced bot sessions flagged", ">= 90%"),
+        "human": ("Iliou human sessions flagged", "<= 1%"),
+        "scanner": ("real scanner logs (Acunetix, Netsparker, w3af) flagged", "-"),
+    }
+    rows = []
+    for label, (name, target) in targets.items():
+        if label in real:
+            caught, total, when = real[label]
+            after = f", after {min(when)}-{max(when)} requests" if when and label == "scanner" else ""
+            rows.append((name, f"{caught} of {total}{after}", target))
+    return rows
 
 
-def cost(clients: int = 100_000, requests: int = 50_000) -> dict[str, float]:
-    """Microseconds per request of tracker update plus features, with ``clients`` tracked, one CPU."""
+def cost(model: WindowModel, clients: int = 100_000, requests: int = 50_000) -> dict[str, float]:
+    """Microseconds per request of tracker update plus features, with ``clients`` tracked, and
+    of the flood/bot model, one CPU."""
     with one_cpu():
         tracker = LocalTracker(max_clients=clients * 5 // 4)
         t0 = 1_800_000_000.0
@@ -155,30 +156,27 @@ def cost(clients: int = 100_000, requests: int = 50_000) -> dict[str, float]:
                 history = tracker.record(pick(i), event)
                 compute(history, event.ts)
             results[label] = (time.perf_counter() - started) / requests * 1e6
+        features = compute(history, event.ts)
+        started = time.perf_counter()
+        for _ in range(requests // 5):
+            model.finding(features)
+        results["model"] = (time.perf_counter() - started) / (requests // 5) * 1e6
         results["tracked clients"] = tracker.clients(now + i * 1e-4)
         results["bytes per client"] = bytes_per_client(tracker.depth)
         results["memory MB"] = tracker.memory_bytes / 1e6
         return results
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets"))
-    parser.add_argument("--sessions", type=int, default=10_000)
-    parser.add_argument("--seed", type=int, default=11)
-    args = parser.parse_args()
+def first_block(session: list[tuple[float, int, int]]) -> tuple[float, int] | None:
+    hits = [(ts - session[0][0], index) for ts, status, index in session if status]
+    return hits[0] if hits else None
 
-    data = Path(args.data)
-    site = site_from_requests(csic_split(data)[0]) if (data / "csic2010").is_dir() else DEMO_SITE
-    records = traffic(site, args.sessions, args.seed)
+
+def measure(records: list[dict], data: Path, settings: BehaviourSettings) -> tuple[list[tuple], dict, float]:
+    """Rows (traffic, result, target), the same as numbers, and the replay's seconds."""
     started = time.perf_counter()
-    seen = replay(records)
+    seen = replay(records, settings)
     took = time.perf_counter() - started
-
-    def first_block(session: list[tuple[float, int, int]]) -> tuple[float, int] | None:
-        hits = [(ts - session[0][0], index) for ts, status, index in session if status]
-        return hits[0] if hits else None
-
     normal = [s for name, s in seen.items() if name.startswith("normal")]
     falsely = sum(1 for s in normal if first_block(s) is not None)
     rows = [("normal sessions blocked", f"{falsely} of {len(normal):,}", "0")]
@@ -199,22 +197,41 @@ def main() -> int:
         counts = [first_block(s) for n, s in seen.items() if n.startswith(kind)]
         caught = [c[1] + 1 for c in counts if c]
         worst = max(caught) if caught else None
-        rows.append((f"{kind} (20 runs)", f"{len(caught)} caught, after {min(caught)}-{worst} requests", target))
+        shown = f"{len(caught)} caught, after {min(caught)}-{worst} requests" if caught else "none caught"
+        rows.append((f"{kind} (20 runs)", shown, target))
         results[f"{kind}_requests_to_block_max"] = worst
         results[f"{kind}_caught"] = len(caught)
-    bots = iliou(data)
-    if bots is not None:
-        rows += iliou_rows(bots)
-        results["iliou"] = bots
-    speed = cost()
-    results["cost"] = speed
+    real = real_sessions(data, settings)
+    rows += real_rows(real)
+    results["real"] = {label: {"flagged": c, "sessions": t} for label, (c, t, _) in real.items()}
+    return rows, results, took
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets"))
+    parser.add_argument("--sessions", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--model", default=str(ROOT / "files" / "models" / "flood.json"), help="the flood/bot model")
+    args = parser.parse_args()
+
+    data = Path(args.data)
+    site = site_from_requests(csic_split(data)[0]) if (data / "csic2010").is_dir() else DEMO_SITE
+    records = traffic(site, args.sessions, args.seed)
+    plain = BehaviourSettings(enabled=True, max_clients=200_000)
+    with_model = replace(plain, model=args.model, model_action="block")
+    rows, results, took = measure(records, data, plain)
+    model_rows, model_results, model_took = measure(records, data, with_model)
+    speed = cost(load_window_model(args.model))
+    results = {"heuristics": results, "heuristics+model": model_results, "cost": speed}
     lines = [
         f"Behavioural layer, profile production: {len(records):,} requests replayed in {took:.1f} s "
-        f"({len(records) / took:,.0f}/s, one process), site: {'CSIC 2010' if site is not DEMO_SITE else 'demo'}.",
+        f"({len(records) / took:,.0f}/s, one process; {model_took:.1f} s with the flood/bot model), "
+        f"site: {'CSIC 2010' if site is not DEMO_SITE else 'demo'}.",
         "",
-        "| traffic | result | target |",
-        "|---|---|---|",
-        *(f"| {a} | {b} | {c} |" for a, b, c in rows),
+        "| traffic | heuristics (the default) | heuristics + flood/bot model blocking | target |",
+        "|---|---|---|---|",
+        *(f"| {a} | {b} | {m[1]} | {c} |" for (a, b, c), m in zip(rows, model_rows, strict=True)),
         "",
         "Tracker update plus features, one CPU, 100,000 clients tracked:",
         "",
@@ -222,6 +239,7 @@ def main() -> int:
         "|---|---|",
         f"| per request, typical client (5-15 requests in its history) | {speed['typical client']:.1f} us |",
         f"| per request, one busy client (full 50-request history) | {speed['one busy client']:.1f} us |",
+        f"| flood/bot model, per request (LiteRT int8, one client) | {speed['model']:.1f} us |",
         f"| memory per client (history 50) | {speed['bytes per client']:,} bytes |",
         f"| shared memory for the cap ({speed['tracked clients']:,} clients tracked) | {speed['memory MB']:.0f} MB |",
     ]

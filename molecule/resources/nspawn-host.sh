@@ -3,11 +3,15 @@
 #
 # A Debian rootfs is made once per release with debootstrap and cached; every
 # instance boots a private copy of it with systemd-nspawn (systemd as PID 1,
-# host network shared) and answers SSH on 127.0.0.1:<port> with a generated key.
-# Downloaded .deb files are kept in a per-release cache bind-mounted into the
-# host, so warm runs do not download packages again.
+# host network shared) and answers SSH on <address>:<port> (127.0.0.1 unless
+# given: several hosts of one scenario each take their own loopback address)
+# with a generated key.
+# Downloaded .deb files are kept in a per-release cache: each host starts with
+# hard links to it in its own archive directory (apt locks that directory, and
+# several hosts of one scenario install at once) and hands what it downloaded
+# back when destroyed, so warm runs do not download packages again.
 #
-#   nspawn-host.sh create  NAME RELEASE SSH_PORT   # prints the instance config as JSON
+#   nspawn-host.sh create  NAME RELEASE SSH_PORT [ADDRESS]   # prints the instance config as JSON
 #   nspawn-host.sh destroy NAME
 #   nspawn-host.sh status  NAME
 #
@@ -90,26 +94,31 @@ EOF
 
 instance_dir() { echo "$CACHE_DIR/hosts/$1"; }
 
-port_free() { ! ss -Hltn "sport = :$1" | grep -q .; }
+# Free when nothing listens on it on this address or on all addresses.
+port_free() { ! ss -Hltn "sport = :$2" | awk '{print $4}' | grep -qE "^($1|0\.0\.0\.0|\*|\[::\]):$2$"; }
 
 ssh_args() {
-  local dir=$1 port=$2
+  local dir=$1 port=$2 address=$3
   echo -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-    -o LogLevel=ERROR -o ConnectTimeout=5 -i "$dir/id_ed25519" -p "$port" root@127.0.0.1
+    -o LogLevel=ERROR -o ConnectTimeout=5 -i "$dir/id_ed25519" -p "$port" "root@$address"
 }
 
 cmd_create() {
-  local name=$1 release=$2 port=$3 dir base root
+  local name=$1 release=$2 port=$3 address=${4:-127.0.0.1} dir base root
   [[ $name =~ ^[a-z0-9][a-z0-9-]*$ ]] || die "bad instance name '$name'"
   [[ $port =~ ^[0-9]+$ ]] || die "bad SSH port '$port'"
+  [[ $address =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "bad address '$address': a loopback address (127.x.y.z), please"
   need_tools
   dir=$(instance_dir "$name")
   if [[ -f "$dir/pid" ]] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
     log "$name is already running"
   else
-    port_free "$port" || die "port $port on 127.0.0.1 is taken: another test host may still be up (nspawn-host.sh destroy NAME)"
+    port_free "$address" "$port" ||
+      die "port $port on $address is taken: another test host may still be up (nspawn-host.sh destroy NAME)"
     base=$(base_rootfs "$release")
-    rm -rf "$dir" && mkdir -p "$dir" "$CACHE_DIR/apt/$release"
+    rm -rf "$dir" && mkdir -p "$dir/apt/partial" "$CACHE_DIR/apt/$release"
+    find "$CACHE_DIR/apt/$release" -maxdepth 1 -name '*.deb' -exec ln -t "$dir/apt" {} + 2>/dev/null || true
+    echo "$release" >"$dir/release"
     root="$dir/rootfs"
     log "copying $base for $name"
     cp -a --reflink=auto "$base" "$root"
@@ -118,7 +127,7 @@ cmd_create() {
     install -m 0600 "$dir/id_ed25519.pub" "$root/root/.ssh/authorized_keys"
     cat >"$root/etc/ssh/sshd_config.d/10-molecule.conf" <<EOF
 Port $port
-ListenAddress 127.0.0.1
+ListenAddress $address
 PermitRootLogin prohibit-password
 PasswordAuthentication no
 EOF
@@ -126,23 +135,25 @@ EOF
     printf '127.0.0.1 localhost\n127.0.1.1 %s\n' "$name" >"$root/etc/hosts"
     cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
     echo "$port" >"$dir/port"
+    echo "$address" >"$dir/address"
     log "booting $name ($release) with systemd-nspawn"
     setsid systemd-nspawn --boot --directory="$root" --machine="$name" --register=no --keep-unit \
-      --bind="$CACHE_DIR/apt/$release:/var/cache/apt/archives" --console=pipe \
+      --bind="$dir/apt:/var/cache/apt/archives" --console=pipe \
       </dev/null >"$dir/console.log" 2>&1 &
     echo $! >"$dir/pid"
   fi
   port=$(cat "$dir/port")
+  address=$(cat "$dir/address" 2>/dev/null || echo 127.0.0.1)
   local deadline=$((SECONDS + BOOT_TIMEOUT)) state=""
   # shellcheck disable=SC2046
-  until state=$(ssh $(ssh_args "$dir" "$port") 'systemctl is-system-running --wait' 2>/dev/null) || [[ $state == degraded ]]; do
+  until state=$(ssh $(ssh_args "$dir" "$port" "$address") 'systemctl is-system-running --wait' 2>/dev/null) || [[ $state == degraded ]]; do
     kill -0 "$(cat "$dir/pid")" 2>/dev/null || { tail -n 30 "$dir/console.log" >&2; die "$name stopped while booting"; }
     ((SECONDS < deadline)) || { tail -n 30 "$dir/console.log" >&2; die "$name did not answer SSH within ${BOOT_TIMEOUT}s"; }
     sleep 1
   done
   log "$name is up (systemd: $state)"
-  printf '{"instance": "%s", "address": "127.0.0.1", "user": "root", "port": %s, "identity_file": "%s"}\n' \
-    "$name" "$port" "$dir/id_ed25519"
+  printf '{"instance": "%s", "address": "%s", "user": "root", "port": %s, "identity_file": "%s"}\n' \
+    "$name" "$address" "$port" "$dir/id_ed25519"
 }
 
 cmd_destroy() {
@@ -157,6 +168,9 @@ cmd_destroy() {
       for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
       kill -0 "$pid" 2>/dev/null && { log "$name did not power off in 30s; killing it"; kill -KILL "$pid"; sleep 1; }
     fi
+  fi
+  if [[ -f "$dir/release" ]]; then  # keep what it downloaded for the next hosts
+    find "$dir/apt" -maxdepth 1 -name '*.deb' -exec cp -n -t "$CACHE_DIR/apt/$(cat "$dir/release")" {} + 2>/dev/null || true
   fi
   rm -rf "$dir"
   log "$name destroyed"
@@ -173,8 +187,8 @@ cmd_status() {
 }
 
 case ${1:-} in
-  create) (($# == 4)) || die "usage: $0 create NAME RELEASE SSH_PORT"; cmd_create "$2" "$3" "$4" ;;
+  create) (($# == 4 || $# == 5)) || die "usage: $0 create NAME RELEASE SSH_PORT [ADDRESS]"; cmd_create "${@:2}" ;;
   destroy) (($# == 2)) || die "usage: $0 destroy NAME"; cmd_destroy "$2" ;;
   status) (($# == 2)) || die "usage: $0 status NAME"; cmd_status "$2" ;;
-  *) die "usage: $0 {create NAME RELEASE SSH_PORT|destroy NAME|status NAME}" ;;
+  *) die "usage: $0 {create NAME RELEASE SSH_PORT [ADDRESS]|destroy NAME|status NAME}" ;;
 esac

@@ -69,7 +69,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "models_dir", None):
         folder = Path(args.models_dir)
         moved = {name: replace(m, path=str(folder / Path(m.path).name)) for name, m in settings.models.items()}
-        settings = Settings(**{**settings.__dict__, "models": moved})
+        behaviour = settings.behaviour
+        if behaviour.model:
+            behaviour = replace(behaviour, model=str(folder / Path(behaviour.model).name))
+        settings = Settings(**{**settings.__dict__, "models": moved, "behaviour": behaviour})
     if getattr(args, "mode", None):
         settings = Settings(**{**settings.__dict__, "mode": args.mode})
     if not settings.models:
@@ -92,6 +95,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for model in analyzer.models.values():
         model.warm_up()
     loaded = ", ".join(f"{n} {m.version}" for n, m in analyzer.models.items())
+    if analyzer.behaviour is not None and analyzer.behaviour.model is not None:
+        analyzer.behaviour.model.warm_up()
+        loaded += f", flood/bot {analyzer.behaviour.model.version}"
     print(f"mlwaf: loaded {loaded} in {(time.perf_counter() - started) * 1000:.0f} ms", file=sys.stderr, flush=True)
     return serve(settings, analyzer)
 
@@ -105,6 +111,12 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"model {name}: version {model.version}, runtime {settings.models[name].runtime}, "
             f"spec {model.metadata.get('spec')}, "
             f"families {','.join(model.families)}, block >= {limits.block:.4f}, log >= {limits.log:.4f}"
+        )
+    flood = analyzer.behaviour.model if analyzer.behaviour is not None else None
+    if flood is not None:
+        print(
+            f"behaviour model {settings.behaviour.model}: version {flood.version}, runtime "
+            f"{settings.behaviour.model_runtime}, classes {','.join(flood.classes)}, block >= {flood.block:.4f}"
         )
     if analyzer.profile is not None:
         profile = settings.profile
@@ -262,12 +274,15 @@ def cmd_query(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from rich.progress import Progress  # noqa: PLC0415 - only training needs it
 
+    if args.kind == "flood":
+        return _train_flood(args)
+
     from mlwaf.neural import NetworkSettings  # noqa: PLC0415 - TensorFlow: training only
     from mlwaf.train import TrainSettings, train_attack  # noqa: PLC0415
 
     data = _datasets(args.data)
     extra = [sample for path in args.extra for sample in extra_samples(Path(path))]
-    settings = TrainSettings(network=NetworkSettings(epochs=args.epochs, seed=args.seed))
+    settings = TrainSettings(network=NetworkSettings(epochs=args.epochs or NETWORK_EPOCHS, seed=args.seed))
     with Progress(transient=True) as bar:
         task = bar.add_task("training attack model", total=None)
         meta = train_attack(
@@ -286,6 +301,31 @@ def cmd_train(args: argparse.Namespace) -> int:
             for family, row in table.items()
         )
         print(f"  {runtime:12s} block >= {limits['block']}: {rates}")
+    return 0
+
+
+def _train_flood(args: argparse.Namespace) -> int:
+    from rich.progress import Progress  # noqa: PLC0415 - only training needs it
+
+    from mlwaf.behaviour.training import FloodSettings, train_flood  # noqa: PLC0415 - TensorFlow: training only
+
+    settings = FloodSettings(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
+    with Progress(transient=True) as bar:
+        task = bar.add_task("generating traffic, training the flood/bot model", total=None)
+        meta = train_flood(
+            _datasets(args.data),
+            Path(args.out),
+            settings,
+            lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    files = ", ".join(f"{name} ({meta['bytes'][name] / 1000:.0f} kB)" for name in meta["files"].values())
+    print(f"wrote {args.out}: flood.json, {files} -- model {meta['version']}, {meta['training']['rows']:,} rows")
+    for runtime, limits in meta["thresholds"].items():
+        print(f"  {runtime} (block >= {limits['block']}), sessions flagged:")
+        tables = {"generated test": meta["test"][runtime], **meta["real"][runtime]}
+        for source, table in tables.items():
+            shown = ", ".join(f"{name} {row['flagged']}/{row['sessions']}" for name, row in table.items())
+            print(f"    {source}: {shown}")
     return 0
 
 
@@ -507,10 +547,10 @@ def parser() -> argparse.ArgumentParser:
 def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     """train, learn, feedback and evaluate: the commands that make and judge models."""
     p = sub.add_parser("train", help="train a model from the labelled datasets")
-    p.add_argument("kind", choices=("attack",))
+    p.add_argument("kind", choices=("attack", "flood"), help="attack: the injection model; flood: the flood/bot model")
     p.add_argument("--data", required=True, help="datasets folder (the project's shared/datasets)")
     p.add_argument("--out", default="files/models", help="output folder (default files/models)")
-    p.add_argument("--epochs", type=int, default=NETWORK_EPOCHS)
+    p.add_argument("--epochs", type=int, help=f"training epochs (default: attack {NETWORK_EPOCHS}, flood 12)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument(
         "--extra",

@@ -71,6 +71,9 @@ class BehaviourSettings:
     baseline: str = ""  # where the per-endpoint rate baseline is kept across restarts (empty: not kept)
     redis_url: str = ""  # shared history for several nodes (redis://host:6379/0, unix:///run/redis.sock); empty: local
     redis_timeout: float = 0.02  # seconds; past it the node goes on with local state
+    model: str = ""  # the flood/bot model's metadata JSON (flood.json); empty: the heuristics alone
+    model_runtime: str = "litert-int8"
+    model_action: str = "log"  # log: the model's findings are logged, never ban; block: they ban like the heuristics'
     # clients never tracked or banned (local tools, monitoring, load balancers' health checks)
     exempt_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
         ipaddress.ip_network("127.0.0.0/8"),
@@ -231,7 +234,7 @@ def _behaviour(table: dict) -> BehaviourSettings:
     _check_keys(table, {f.name for f in fields(BehaviourSettings)}, "[behaviour]")
     kinds = {"enabled": bool, "profile": str, "max_clients": int, "history": int, "window": float}
     kinds |= {"client_key": str, "hash_clients": bool, "login_paths": str, "baseline": str}
-    kinds |= {"redis_url": str, "redis_timeout": float}
+    kinds |= {"redis_url": str, "redis_timeout": float, "model": str, "model_runtime": str, "model_action": str}
     values: dict[str, object] = {key: _typed(table, key, kind, where) for key, kind in kinds.items() if key in table}
     if "exempt_networks" in table:
         try:
@@ -249,6 +252,10 @@ def _behaviour(table: dict) -> BehaviourSettings:
         raise ConfigError(
             f"{where}redis_url must start with redis://, rediss:// or unix://, got {settings.redis_url!r}"
         )
+    if settings.model_action not in ("log", "block"):
+        raise ConfigError(f"{where}model_action must be log or block, got {settings.model_action!r}")
+    if settings.model_runtime not in RUNTIMES:
+        raise ConfigError(f"{where}model_runtime must be one of {', '.join(RUNTIMES)}, got {settings.model_runtime!r}")
     if settings.max_clients < 64 or settings.history < 5 or settings.window <= 0:
         raise ConfigError(f"{where}max_clients must be >= 64, history >= 5 and window > 0")
     try:

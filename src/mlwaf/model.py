@@ -60,8 +60,11 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def litert_backend(path: Path, threads: int = 1) -> Backend:
-    """Run an exported ``.tflite`` file with LiteRT, one fixed-shape signature per batch shape."""
+def litert_backend(
+    path: Path, threads: int = 1, key: Callable[[int, int], str] = signature, input_name: str = "ids"
+) -> Backend:
+    """Run an exported ``.tflite`` file with LiteRT, one fixed-shape signature per batch shape
+    (``key`` names a shape's signature)."""
     try:
         from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415 - only this runtime needs it
     except ImportError:
@@ -72,12 +75,12 @@ def litert_backend(path: Path, threads: int = 1) -> Backend:
         raise ModelError(f"LiteRT cannot load {path.name}: {exc}") from None
     runners: dict[str, Callable[..., dict[str, npt.NDArray[np.float32]]]] = {}
 
-    def run(ids: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
-        key = signature(*ids.shape)
-        runner = runners.get(key)
+    def run(batch: npt.NDArray) -> npt.NDArray[np.float32]:
+        name = key(*batch.shape)
+        runner = runners.get(name)
         if runner is None:
-            runner = runners[key] = interpreter.get_signature_runner(key)
-        return runner(ids=ids)["probs"]
+            runner = runners[name] = interpreter.get_signature_runner(name)
+        return runner(**{input_name: batch})["probs"]
 
     return run
 
@@ -172,25 +175,22 @@ class AttackModel:
         return np.array([s for s, _ in found], dtype=np.float32), [f for _, f in found]
 
 
-def _read_metadata(path: Path) -> dict:
+def read_metadata(path: Path, kind: str = KIND, spec: str = SPEC_VERSION) -> dict:
+    """A model's metadata, refused unless it is of this ``kind`` and feature ``spec``."""
     meta = read_json(path, ModelError, "model metadata")
     if not isinstance(meta, dict):
         raise ModelError(f"model metadata {path} must be a JSON object")
-    if meta.get("kind") != KIND:
-        raise ModelError(f"model {path}: unsupported kind {meta.get('kind')!r} (this analyzer runs {KIND})")
-    if meta.get("spec") != SPEC_VERSION:
-        raise ModelError(
-            f"model {path}: feature spec {meta.get('spec')!r} does not match this analyzer's {SPEC_VERSION!r}"
-        )
+    if meta.get("kind") != kind:
+        raise ModelError(f"model {path}: unsupported kind {meta.get('kind')!r} (expected {kind})")
+    if meta.get("spec") != spec:
+        raise ModelError(f"model {path}: feature spec {meta.get('spec')!r} does not match this analyzer's {spec!r}")
     return meta
 
 
-def load_model(metadata_path: str | Path, runtime: str = DEFAULT_RUNTIME) -> AttackModel:
-    """Load and verify a model from its metadata JSON file, for one runtime."""
-    path = Path(metadata_path)
+def verified_file(path: Path, meta: dict, runtime: str) -> Path:
+    """The file a runtime runs, once its checksum matches the metadata's."""
     if runtime not in RUNTIMES:
         raise ModelError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
-    meta = _read_metadata(path)
     name = str((meta.get("files") or {}).get(runtime, ""))
     if not name:
         raise ModelError(f"model {path}: no file for the {runtime} runtime")
@@ -200,6 +200,16 @@ def load_model(metadata_path: str | Path, runtime: str = DEFAULT_RUNTIME) -> Att
     actual = sha256_file(model_file)
     if actual != (meta.get("sha256") or {}).get(name):
         raise ModelError(f"model {path}: checksum mismatch for {name} (got {actual})")
+    return model_file
+
+
+def load_model(metadata_path: str | Path, runtime: str = DEFAULT_RUNTIME) -> AttackModel:
+    """Load and verify a model from its metadata JSON file, for one runtime."""
+    path = Path(metadata_path)
+    if runtime not in RUNTIMES:
+        raise ModelError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    meta = read_metadata(path)
+    model_file = verified_file(path, meta, runtime)
     backend = keras_backend(model_file) if runtime == "tensorflow" else litert_backend(model_file)
     thresholds = (meta.get("thresholds") or {}).get(runtime) or {}
     return AttackModel(

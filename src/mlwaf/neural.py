@@ -85,19 +85,18 @@ def padded_batches(
         yield batch, chunk
 
 
-def fit(
-    rows: Rows, labels: npt.NDArray[np.intp], classes: int, settings: NetworkSettings, progress: Progress | None = None
-) -> keras.Model:
-    """Train deterministically (fixed seeds, deterministic ops, fixed batch order)."""
-    keras.utils.set_random_seed(settings.seed)
-    tf.config.experimental.enable_op_determinism()
-    network = build(classes, settings)
+def balanced_weights(labels: npt.NDArray[np.intp], classes: int) -> npt.NDArray[np.float32]:
+    """Per class, the weight that makes every class count as much as the others in the loss."""
     counts = np.bincount(labels, minlength=classes).astype(np.float64)
-    class_weight = (counts.sum() / (classes * np.maximum(counts, 1))).astype(np.float32)
-    steps_per_epoch = -(-len(rows) // settings.batch)
-    total = settings.epochs * steps_per_epoch
-    schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, total, alpha=0.02)
-    optimizer = keras.optimizers.Adam(schedule, clipnorm=1.0)
+    return (counts.sum() / (classes * np.maximum(counts, 1))).astype(np.float32)
+
+
+def trainer(
+    network: keras.Model, learning_rate: float, total_steps: int, clipnorm: float | None = None
+) -> Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]:
+    """One weighted training step (Adam, cosine-decayed learning rate, sparse cross-entropy)."""
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, total_steps, alpha=0.02)
+    optimizer = keras.optimizers.Adam(schedule, clipnorm=clipnorm)
     loss_fn = keras.losses.SparseCategoricalCrossentropy()
 
     @tf.function(reduce_retracing=True)
@@ -108,6 +107,19 @@ def fit(
         optimizer.apply_gradients(zip(grads, network.trainable_variables, strict=True))
         return loss
 
+    return step
+
+
+def fit(
+    rows: Rows, labels: npt.NDArray[np.intp], classes: int, settings: NetworkSettings, progress: Progress | None = None
+) -> keras.Model:
+    """Train deterministically (fixed seeds, deterministic ops, fixed batch order)."""
+    keras.utils.set_random_seed(settings.seed)
+    tf.config.experimental.enable_op_determinism()
+    network = build(classes, settings)
+    class_weight = balanced_weights(labels, classes)
+    total = settings.epochs * -(-len(rows) // settings.batch)
+    step = trainer(network, settings.learning_rate, total, clipnorm=1.0)
     rng = np.random.default_rng(settings.seed)
     done = 0
     for _ in range(settings.epochs):

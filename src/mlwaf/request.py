@@ -46,7 +46,7 @@ class Request:
     path: str
     query: str = ""
     args: list[Arg] = field(default_factory=list)
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # names in lower case
     content_length: int = 0
     header_count: int = 0
     protocol: str = "HTTP/1.1"
@@ -191,7 +191,7 @@ def from_wire(record: dict, limits: Limits | None = None) -> Request:
     headers = {} if headers is None else headers
     if not isinstance(headers, dict):
         raise RequestError("headers must be an object")
-    headers = {str(k): str(v) for k, v in headers.items()}
+    headers = {str(k).lower(): str(v) for k, v in headers.items()}  # names are case-insensitive
     body_field = record.get("body")
     body_field = "" if body_field is None else body_field
     if not isinstance(body_field, str):

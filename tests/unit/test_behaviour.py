@@ -11,7 +11,7 @@ import pytest
 
 from mlwaf.behaviour.crowd import Crowd
 from mlwaf.behaviour.detect import PROFILES, severity
-from mlwaf.behaviour.engine import Behaviour
+from mlwaf.behaviour.engine import Behaviour, is_browser
 from mlwaf.behaviour.features import compute, entropy
 from mlwaf.behaviour.simulate import DEMO_SITE, Generator, SimulationError, check_target
 from mlwaf.behaviour.tracker import WAYS, Event, LocalTracker, bytes_per_client
@@ -19,7 +19,7 @@ from mlwaf.cli import score_lines
 from mlwaf.config import BehaviourSettings, ModelSettings, Settings
 from mlwaf.decision import Analyzer
 from mlwaf.protocol import Reply
-from mlwaf.request import Request
+from mlwaf.request import Request, from_wire
 from mlwaf.server import DecisionLog
 
 MODEL = str(Path(__file__).resolve().parents[2] / "files" / "models" / "attack.json")
@@ -138,6 +138,21 @@ def test_features_of_a_flood_a_browser_and_a_scanner() -> None:
     assert f.endpoint_entropy > 4
     assert f.geo_changes == 1.0
     assert compute(flood[:0], T0).count == 0
+
+
+def test_assets_browsers_and_page_gaps() -> None:
+    generator = Generator(DEMO_SITE, seed=5)
+    engine = Behaviour(BehaviourSettings(enabled=True))
+    for record in generator.headless(6, wait=(4.0, 4.0)):
+        judgement = engine.judge(from_wire(record), float(record["ts"]))  # type: ignore[arg-type]
+    f = judgement.features
+    assert f is not None
+    assert 0.3 < f.asset_share < 0.6, "most demo pages come with their style sheet"
+    assert f.browser_share == 1.0
+    assert 4.0 < f.page_gap < 4.3, "pages 4 s apart (plus the assets' fetch times)"
+    assert is_browser("Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0")
+    for agent in ("Mozilla/5.0 (compatible; Googlebot/2.1)", "curl/8.5.0", "python-requests/2.32", ""):
+        assert not is_browser(agent), agent
 
 
 def test_heuristic_scores_severities_and_minimum_history() -> None:

@@ -110,6 +110,8 @@ observations = "/p/observations.jsonl"
         ({"behaviour": {"login_paths": "("}}, "not a regular expression"),
         ({"behaviour": {"exempt_networks": ["nowhere"]}}, "exempt_networks"),
         ({"behaviour": {"enabled": "yes"}}, "enabled must be bool"),
+        ({"behaviour": {"model_runtime": "onnx"}}, "model_runtime must be one of"),
+        ({"behaviour": {"model_action": "ban"}}, "model_action must be log or block"),
     ],
 )
 def test_bad_settings_say_what_is_wrong(raw: dict, message: str) -> None:

@@ -149,6 +149,7 @@ def test_analyzer_unit_stays_off_the_network_unless_redis_is_shared(tmp_path: Pa
     assert re.search(r"^RestrictAddressFamilies=AF_UNIX$", unit, re.M)
     assert "IPAddressAllow" not in unit
     assert 'redis_url = ""' in local["analyzer.toml"]
+    assert 'model = "/var/lib/mlwaf/models/current/flood.json"' in local["analyzer.toml"]
     shared = render(
         tmp_path / "shared",
         "ml_analyzer",
@@ -156,6 +157,7 @@ def test_analyzer_unit_stays_off_the_network_unless_redis_is_shared(tmp_path: Pa
         {
             "ml_analyzer_behaviour_redis_url": "redis://10.0.0.5:6379/0",
             "ml_analyzer_behaviour_redis_networks": ["10.0.0.5"],
+            "ml_analyzer_behaviour_model": "",
         },
     )
     unit = shared["mlwaf-analyzer.service"]
@@ -163,3 +165,4 @@ def test_analyzer_unit_stays_off_the_network_unless_redis_is_shared(tmp_path: Pa
     assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6" in unit
     assert re.search(r"^IPAddressDeny=any\nIPAddressAllow=10.0.0.5$", unit, re.M)
     assert 'redis_url = "redis://10.0.0.5:6379/0"' in shared["analyzer.toml"]
+    assert "model =" not in shared["analyzer.toml"], "no flood/bot model: the heuristics alone"

@@ -72,6 +72,7 @@ class Finding:
     score: float
     evidence: str
     status: int
+    by_model: bool = False  # the flood/bot model's, not a heuristic's
 
     @property
     def severity(self) -> str:

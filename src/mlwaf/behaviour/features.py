@@ -16,7 +16,11 @@ All are computed from the tracker's records of one client within the window
 - ``similarity``: mean similarity of each request to the one before (0..1);
 - ``not_found``, ``denied``: shares of answered requests with status 404, and
   401 or 403; ``login_share``: share of requests to login paths;
-  ``distinct_params``: distinct parameter-name sets.
+  ``distinct_params``: distinct parameter-name sets;
+- ``asset_share``: share of requests for static files (browsers fetch a
+  page's style sheets, scripts and images; most tools do not);
+  ``browser_share``: share under a browser's User-Agent; ``page_gap``: median
+  seconds between consecutive requests for pages (not static files).
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from math import log2, sqrt
 from operator import mul, ne, sub
+from statistics import median
 
 import numpy as np
 
-from mlwaf.behaviour.tracker import FLAG_HAS_PREVIOUS, FLAG_LOGIN
+from mlwaf.behaviour.tracker import FLAG_ASSET, FLAG_BROWSER, FLAG_HAS_PREVIOUS, FLAG_LOGIN
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,9 @@ class Features:
     denied: float
     login_share: float
     distinct_params: int
+    asset_share: float = 0.0
+    browser_share: float = 0.0
+    page_gap: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         return {k: round(float(v), 4) for k, v in asdict(self).items()}
@@ -88,6 +96,8 @@ def compute(history: np.ndarray, now: float) -> Features:
     changes = sum(map(ne, countries[1:], countries[:-1]))
     similar = [s for s, f in zip(history["similarity"].tolist(), flags, strict=True) if f & FLAG_HAS_PREVIOUS]
     answered = (n - status.count(0)) or 1
+    pages = [t for t, f in zip(ts, flags, strict=True) if not f & FLAG_ASSET]
+    assets = n - len(pages)
     return Features(
         count=n,
         rate=n / max(now - ts[0], 1.0),
@@ -103,4 +113,7 @@ def compute(history: np.ndarray, now: float) -> Features:
         denied=(status.count(401) + status.count(403)) / answered,
         login_share=sum(map(FLAG_LOGIN.__and__, flags)) / n,
         distinct_params=len(set(params)),
+        asset_share=assets / n,
+        browser_share=sum(map(FLAG_BROWSER.__and__, flags)) / FLAG_BROWSER / n,
+        page_gap=median(map(sub, pages[1:], pages[:-1])) if len(pages) > 1 else 0.0,
     )

@@ -10,7 +10,8 @@ list to the history depth, refreshes the expiry and returns the history.
 
 ``FallbackTracker`` puts the local tracker behind it: when Redis does not
 answer (within ``timeout``), the analyzer goes on with node-local state, says
-so in its log once a minute, and tries Redis again after ``retry`` seconds.
+so in its log (at once, then once a minute while it lasts), tries Redis again
+after ``retry`` seconds, and says when Redis answers again.
 """
 
 from __future__ import annotations
@@ -113,12 +114,17 @@ class FallbackTracker:
     def _call(self, name: str, *args: object) -> Any:
         if time.monotonic() >= self.down_until:
             try:
-                return getattr(self.shared, name)(*args)
+                result = getattr(self.shared, name)(*args)
             except redis.RedisError as exc:
                 self.down_until = time.monotonic() + self.retry
-                if time.monotonic() - self._said > 60:
+                if time.monotonic() - self._said > 60:  # an outage's start, then once a minute
                     self._said = time.monotonic()
                     print(f"mlwaf: Redis unreachable ({exc}); behavioural state is node-local for now", file=sys.stderr)
+            else:
+                if self._said:  # the end of an outage
+                    self._said = 0.0
+                    print("mlwaf: Redis answers again; behavioural state is shared", file=sys.stderr)
+                return result
         self.fallbacks += 1
         return getattr(self.local, name)(*args)
 

@@ -18,6 +18,9 @@ Scenarios:
 - ``scanner``: one address walking a list of well-known paths, most of them
   answered 404;
 - ``crawler``: one address fetching the site's pages on a fixed clock;
+- ``headless``: a scripted browser: a browser's User-Agent, every page with
+  its assets, a uniformly random wait between pages (the web bots of Iliou
+  et al. are of this kind);
 - ``stuffing``: one address posting logins with new user names, under
   rotating User-Agents, answered 401.
 """
@@ -30,12 +33,15 @@ import random
 import socket
 import time
 import urllib.parse
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-SCENARIOS = ("normal", "flood", "distributed", "scanner", "crawler", "stuffing")
+from mlwaf.behaviour.engine import ASSET
+
+SCENARIOS = ("normal", "flood", "distributed", "scanner", "crawler", "headless", "stuffing")
 BROWSERS = (
     "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
@@ -74,12 +80,21 @@ DEMO_SITE = (
 
 
 def site_from_requests(requests: Sequence[object]) -> tuple[Page, ...]:
-    """Pages from dataset requests (``mlwaf.datasets.HttpRequest``): their real paths, queries and forms."""
+    """Pages from dataset requests (``mlwaf.datasets.HttpRequest``): their real paths, queries and
+    forms. The dataset's static files become assets: every page gets the style sheets and two
+    of the images (the same two for the same path), as a browser would fetch them."""
+    files = sorted({r.path for r in requests if ASSET.search(r.path)})  # type: ignore[attr-defined]
+    sheets = tuple(f for f in files if f.endswith((".css", ".js")))
+    images = [f for f in files if f not in sheets]
     pages = []
     for r in requests:
+        if r.path in files:  # type: ignore[attr-defined]
+            continue
         query = urllib.parse.urlencode(r.query)  # type: ignore[attr-defined]
         target = urllib.parse.quote(r.path) + (f"?{query}" if query else "")  # type: ignore[attr-defined]
-        pages.append(Page(r.method, target, urllib.parse.urlencode(r.form)))  # type: ignore[attr-defined]
+        pick = zlib.crc32(r.path.encode())  # type: ignore[attr-defined]
+        shown = tuple(images[(pick + k) % len(images)] for k in range(min(2, len(images))))
+        pages.append(Page(r.method, target, urllib.parse.urlencode(r.form), sheets + shown))  # type: ignore[attr-defined]
     return tuple(pages)
 
 
@@ -133,12 +148,12 @@ class Generator:
                     yield self._record(who, ts, Page("GET", asset))
                 ts += self.rng.lognormvariate(2.08, 1.0)  # median e^2.08 = 8 s
 
-    def flood(self, seconds: float = 10.0, rate: float = 100.0) -> Iterator[dict[str, object]]:
+    def flood(self, seconds: float = 10.0, rate: float = 100.0, targets: int = 2) -> Iterator[dict[str, object]]:
         who = Visitor("flood", "flood", self._address(), self.rng.choice(TOOLS))
         pages = [p for p in self.site if "login" not in p.target.lower()] or list(self.site)  # a flood, not stuffing
-        targets = self.rng.sample(pages, min(2, len(pages)))
+        chosen = self.rng.sample(pages, min(targets, len(pages)))
         for i in range(int(seconds * rate)):
-            yield self._record(who, self.start + i / rate, self.rng.choice(targets))
+            yield self._record(who, self.start + i / rate, self.rng.choice(chosen))
 
     def distributed(self, seconds: float = 20.0, sources: int = 50, rate: float = 3.0) -> Iterator[dict[str, object]]:
         page = self.rng.choice(self.site)
@@ -162,12 +177,24 @@ class Generator:
                 page, status = Page("GET", paths[i % len(paths)]), 404
             yield self._record(who, self.start + i / rate, page, status)
 
-    def crawler(self, requests: int = 60, interval: float = 2.0) -> Iterator[dict[str, object]]:
+    def crawler(self, requests: int = 60, interval: float = 2.0, jitter: float = 0.02) -> Iterator[dict[str, object]]:
         agent = "Mozilla/5.0 (compatible; ExampleBot/2.1; +https://bot.example/)"
         who = Visitor("crawler", "crawler", self._address(), agent)
+        ts = self.start
         for i in range(requests):
-            ts = self.start + i * interval * self.rng.uniform(0.98, 1.02)
             yield self._record(who, ts, self.site[i % len(self.site)])
+            ts += interval * self.rng.uniform(1 - jitter, 1 + jitter)
+
+    def headless(self, pages: int = 30, wait: tuple[float, float] = (1.0, 10.0)) -> Iterator[dict[str, object]]:
+        who = Visitor("headless", "headless", self._address(), self.rng.choice(BROWSERS))
+        ts = self.start
+        for _ in range(pages):
+            page = self.rng.choice(self.site)
+            yield self._record(who, ts, page)
+            for asset in page.assets:
+                ts += self.rng.uniform(0.01, 0.1)
+                yield self._record(who, ts, Page("GET", asset))
+            ts += self.rng.uniform(*wait)
 
     def stuffing(self, requests: int = 60, rate: float = 8.0, login: str = "/login.php") -> Iterator[dict[str, object]]:
         ip = self._address()
@@ -185,7 +212,7 @@ class Generator:
             return self.flood(seconds=count)
         if name == "distributed":
             return self.distributed(seconds=count)
-        if name in ("scanner", "crawler", "stuffing"):
+        if name in ("scanner", "crawler", "headless", "stuffing"):
             return getattr(self, name)(count)
         raise ValueError(f"unknown scenario {name!r}; scenarios are {', '.join(SCENARIOS)}")
 

@@ -17,9 +17,10 @@ guarded by one of ``LOCKS`` striped locks, so workers never tear a record.
 What is kept of a request is its shape, never its content: the time, the
 method, hashes of the path, of the parameter names and of the User-Agent,
 the country code, the response status once known, whether it hit a login
-path, and how similar it was to the client's previous request (the request's
-skeleton, path plus parameter names plus value classes, compared with
-RapidFuzz; only the last skeleton is kept).
+path, a static file or came under a browser's User-Agent, and how similar
+it was to the client's previous request (the request's skeleton, path plus
+parameter names plus value classes, compared with RapidFuzz; only the last
+skeleton is kept).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ RECORD = np.dtype(
         ("status", "<u2"),
         ("country", "<u2"),
         ("method", "u1"),
-        ("flags", "u1"),  # FLAG_LOGIN, FLAG_HAS_PREVIOUS
+        ("flags", "u1"),  # FLAG_LOGIN, FLAG_HAS_PREVIOUS, FLAG_ASSET, FLAG_BROWSER
         ("similarity", "u1"),  # to the client's previous request, 0..200
         ("pad", "V1"),
     ]
@@ -65,6 +66,8 @@ WAYS = 8
 LOCKS = 64
 FLAG_LOGIN = 1
 FLAG_HAS_PREVIOUS = 2
+FLAG_ASSET = 4  # a static file (style sheet, script, image, font)
+FLAG_BROWSER = 8  # under a browser's User-Agent
 METHODS = {"GET": 1, "POST": 2, "HEAD": 3, "PUT": 4, "DELETE": 5, "OPTIONS": 6, "PATCH": 7}
 OTHER_METHOD = 8
 
@@ -93,11 +96,14 @@ class Event:
     login: bool = False
     skeleton: str = ""  # path, parameter names, value classes: compared with the previous request
     request_id: str = ""
+    asset: bool = False
+    browser: bool = False
 
 
 def row(event: Event, previous: bytes | None, skeleton: bytes) -> tuple:
     """A request as a RECORD row; ``previous``: the client's last skeleton, if it has one."""
-    flags = FLAG_LOGIN if event.login else 0
+    flags = (FLAG_LOGIN if event.login else 0) | (FLAG_ASSET if event.asset else 0)
+    flags |= FLAG_BROWSER if event.browser else 0
     similarity = 0
     if previous is not None:
         flags |= FLAG_HAS_PREVIOUS

@@ -1,0 +1,166 @@
+"""Two WAF nodes behind a load balancer, sharing their behavioural state in Redis
+(Molecule scenario ``cluster``). The requests come from the controller, each
+client from its own loopback source address, through HAProxy on 127.0.0.10;
+the nodes are checked over SSH.
+
+These tests take no ``host`` fixture (testinfra would run each once per host):
+they reach the hosts they need by name.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import pytest
+import testinfra
+
+FRONT = "127.0.0.10"
+NODES = ("mlwaf-waf1", "mlwaf-waf2")
+DECISIONS = "/var/log/mlwaf/decisions.jsonl"
+ACCESS_LOG = "/var/log/apache2/waf_access.log"
+
+
+def node(name: str):
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}")
+
+
+def get(path: str, source: str = "127.0.0.1", headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:
+    """One request through the load balancer from ``source`` (any 127.x.y.z address); a
+    test's clients each send a few requests, or they would be a flood."""
+    conn = http.client.HTTPConnection(FRONT, 80, timeout=10, source_address=(source, 0))
+    try:
+        agent = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) cluster-test"}
+        conn.request("GET", path, headers={**agent, **(headers or {})})
+        answer = conn.getresponse()
+        answer.read()
+        return answer.status, {k.lower(): v for k, v in answer.getheaders()}
+    finally:
+        conn.close()
+
+
+def wait_until(check: Callable[[], bool], seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def access_lines(needle: str) -> list[str]:
+    """The access log lines of both nodes that contain ``needle``."""
+    return [
+        line for name in NODES for line in node(name).run(f"grep {needle} {ACCESS_LOG} || true").stdout.splitlines()
+    ]
+
+
+def decisions(host, needle: str) -> list[dict]:
+    out = host.run(f"grep -F {needle} {DECISIONS} || true").stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def both_nodes_up() -> None:
+    """HAProxy has both nodes in service (its health checks run every second)."""
+    lb = node("mlwaf-lb")
+
+    def up() -> bool:
+        csv = lb.run(f"curl -s http://{FRONT}:8404/\\;csv").stdout
+        return sum(1 for line in csv.splitlines() if line.startswith("waf_nodes,waf") and ",UP," in line) == 2
+
+    assert wait_until(up), "HAProxy does not see both WAF nodes up"
+
+
+def test_requests_are_spread_over_both_nodes() -> None:
+    marker = uuid.uuid4().hex
+    statuses = Counter(get(f"/index.php?spread={marker}", source=f"127.2.0.{i + 1}")[0] for i in range(20))
+    assert statuses == {200: 20}
+    counts = [int(node(name).run(f"grep -c {marker} {ACCESS_LOG} || true").stdout.strip() or 0) for name in NODES]
+    assert sum(counts) == 20
+    assert min(counts) >= 5, f"round robin over both nodes, got {counts}"
+
+
+def test_nodes_see_the_client_behind_the_load_balancer() -> None:
+    marker = uuid.uuid4().hex
+    status, _ = get(f"/search.php?t={marker}&q=%3Cscript%3Ealert(1)%3C/script%3E", source="127.3.0.7")
+    assert status == 403
+    logged = access_lines(marker)
+    assert len(logged) == 1
+    assert logged[0].startswith("127.3.0.7 "), "the client's address, from X-Forwarded-For"
+    # A client cannot pass itself off as another: only the load balancer's header is believed.
+    status, _ = get(f"/index.php?t={marker}-forged", source="127.3.0.8", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert status == 200
+    assert access_lines(f"{marker}-forged")[0].startswith("127.3.0.8 ")
+
+
+def flood(source: str, rate: float, seconds: float) -> Iterator[tuple[float, int, str]]:
+    """(seconds since the start, status, Retry-After) of requests from one client at ``rate``."""
+    started = time.monotonic()
+    for i in range(int(rate * seconds)):
+        due = started + i / rate
+        time.sleep(max(0.0, due - time.monotonic()))
+        status, headers = get(f"/index.php?page={i % 2}", source=source)
+        yield time.monotonic() - started, status, headers.get("retry-after", "")
+
+
+def test_one_client_spread_over_both_nodes_is_one_client() -> None:
+    """14 requests a second, half to each node: under the flood limit (10 a second) on either
+    node alone, over it for the client, which the nodes only see in Redis."""
+    source = "127.4.0.9"
+    answers = list(flood(source, rate=14, seconds=4))
+    limited = [(t, retry) for t, status, retry in answers if status == 429]
+    assert limited, f"never answered 429: {Counter(s for _, s, _ in answers)}"
+    assert limited[0][0] <= 2.5, f"first 429 after {limited[0][0]:.2f} s"
+    assert all(retry.isdigit() for _, retry in limited)
+    for name in NODES:
+        blocked = [d for d in decisions(node(name), source) if d.get("verdict") == "block"]
+        assert blocked, f"{name} never blocked the client: the ban is shared"
+        assert {r.get("family") for d in blocked for r in d.get("reasons", [])} & {"flood"}
+
+
+@pytest.fixture
+def one_node_down() -> Iterator[None]:
+    waf1 = node("mlwaf-waf1")
+    assert waf1.run("systemctl stop apache2").rc == 0
+    yield
+    waf1.run("systemctl start apache2")
+    lb = node("mlwaf-lb")
+    assert wait_until(lambda: lb.run(f"curl -s http://{FRONT}:8404/\\;csv | grep -c ',UP,'").stdout.strip() == "2")
+
+
+def test_the_service_answers_with_one_node_down(one_node_down: None) -> None:
+    lb = node("mlwaf-lb")
+    assert wait_until(lambda: "waf1" in lb.run(f"curl -s http://{FRONT}:8404/\\;csv | grep ',DOWN,'").stdout)
+    statuses = Counter(get(f"/index.php?down={i}", source=f"127.6.0.{i + 1}")[0] for i in range(20))
+    assert statuses == {200: 20}
+
+
+@pytest.fixture
+def redis_down() -> Iterator[None]:
+    redis = node("mlwaf-redis")
+    assert redis.run("systemctl stop redis-server").rc == 0
+    assert not redis.service("redis-server").is_running
+    yield
+    redis.run("systemctl start redis-server")
+    assert wait_until(lambda: get("/index.php", source="127.7.1.1")[0] == 200)
+
+
+def test_redis_down_leaves_the_nodes_working_on_local_state(redis_down: None) -> None:
+    since = node(NODES[0]).run("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+    marker = uuid.uuid4().hex
+    statuses = Counter(get(f"/index.php?noredis={marker}", source=f"127.7.0.{i + 10}")[0] for i in range(12))
+    assert statuses == {200: 12}, "no request fails while Redis is away"
+    status, _ = get(f"/search.php?t={marker}&q=%27%20union%20select%201--", source="127.7.0.2")
+    assert status == 403, "and attacks are still blocked"
+    said = "".join(
+        node(name).run(f"journalctl -u mlwaf-analyzer --since '{since}' --no-pager").stdout for name in NODES
+    )
+    assert "Redis unreachable" in said
+    assert "node-local" in said
