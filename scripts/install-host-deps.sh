@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the local test hosts need on a Debian controller: debootstrap
 # and systemd-nspawn to make and boot them, an SSH client to reach them, wrk
-# for the benchmarks, and redis-server for the unit tests of the shared
-# tracker (they start their own on a Unix socket; the packaged service is
-# stopped, so that it never holds a port the test hosts want).
+# for the benchmarks, redis-server for the unit tests of the shared tracker
+# (they start their own on a Unix socket; the packaged service is stopped, so
+# that it never holds a port the test hosts want) and geoip-database for the
+# unit tests of the country lookup.
 set -euo pipefail
-packages=(debootstrap systemd-container openssh-client iproute2 wrk redis-server)
+packages=(debootstrap systemd-container openssh-client iproute2 wrk redis-server geoip-database)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

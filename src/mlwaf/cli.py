@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from mlwaf import __version__
+from mlwaf.behaviour.geo import GeoError
 from mlwaf.behaviour.simulate import DEMO_SITE, Generator, SimulationError, drive, site_from_requests
 from mlwaf.behaviour.simulate import SCENARIOS as SIMULATION_SCENARIOS
 from mlwaf.config import (
@@ -112,6 +113,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"spec {model.metadata.get('spec')}, "
             f"families {','.join(model.families)}, block >= {limits.block:.4f}, log >= {limits.log:.4f}"
         )
+    if analyzer.behaviour is not None and settings.behaviour.geoip_database:
+        print(f"behaviour: client countries from {settings.behaviour.geoip_database}")
     flood = analyzer.behaviour.model if analyzer.behaviour is not None else None
     if flood is not None:
         print(
@@ -625,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         FeedbackError,
         ProfileError,
         SimulationError,
+        GeoError,
     ) as exc:
         print(f"mlwaf: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -71,6 +71,7 @@ class BehaviourSettings:
     baseline: str = ""  # where the per-endpoint rate baseline is kept across restarts (empty: not kept)
     redis_url: str = ""  # shared history for several nodes (redis://host:6379/0, unix:///run/redis.sock); empty: local
     redis_timeout: float = 0.02  # seconds; past it the node goes on with local state
+    geoip_database: str = ""  # country of clients (MaxMind .mmdb or legacy GeoIP.dat); empty: none
     model: str = ""  # the flood/bot model's metadata JSON (flood.json); empty: the heuristics alone
     model_runtime: str = "litert-int8"
     model_action: str = "log"  # log: the model's findings are logged, never ban; block: they ban like the heuristics'
@@ -235,6 +236,7 @@ def _behaviour(table: dict) -> BehaviourSettings:
     kinds = {"enabled": bool, "profile": str, "max_clients": int, "history": int, "window": float}
     kinds |= {"client_key": str, "hash_clients": bool, "login_paths": str, "baseline": str}
     kinds |= {"redis_url": str, "redis_timeout": float, "model": str, "model_runtime": str, "model_action": str}
+    kinds |= {"geoip_database": str}
     values: dict[str, object] = {key: _typed(table, key, kind, where) for key, kind in kinds.items() if key in table}
     if "exempt_networks" in table:
         try:

@@ -71,3 +71,13 @@ def test_the_rate_baseline_is_kept_across_restarts(host, counted) -> None:
     assert host.file("/var/lib/mlwaf/behaviour/baseline.npz").exists
     journal = host.run("journalctl -u mlwaf-analyzer.service -n 20 --no-pager -o cat").stdout
     assert "endpoint rate baseline loaded from /var/lib/mlwaf/behaviour/baseline.npz" in journal
+
+
+def test_the_flood_bot_model_and_the_country_database_are_loaded(host) -> None:
+    assert host.package("geoip-database").is_installed
+    check = host.run(f"{MLWAF} check --config /etc/mlwaf/analyzer.toml")
+    assert check.rc == 0, check.stderr
+    assert "behaviour: client countries from /usr/share/GeoIP/GeoIP.dat" in check.stdout
+    assert re.search(r"behaviour model \S+/flood\.json: version mlp-\w+, runtime litert-int8", check.stdout)
+    config = host.file("/etc/mlwaf/analyzer.toml").content_string
+    assert 'model_action = "log"' in config, "the model only logs unless asked to block"

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from mlwaf.behaviour.crowd import Crowd
+from mlwaf.behaviour.crowd import Crowd, fence
 from mlwaf.behaviour.detect import PROFILES, severity
 from mlwaf.behaviour.engine import Behaviour, is_browser
 from mlwaf.behaviour.features import compute, entropy
+from mlwaf.behaviour.geo import GeoError, open_geo
 from mlwaf.behaviour.simulate import DEMO_SITE, Generator, SimulationError, check_target
 from mlwaf.behaviour.tracker import WAYS, Event, LocalTracker, bytes_per_client
 from mlwaf.cli import score_lines
@@ -241,6 +242,23 @@ def test_crowd_learns_an_endpoints_baseline_and_flags_a_surge() -> None:
     assert crowd.mean[7] < 11, "seconds under attack are not learned"
 
 
+def test_bursty_endpoints_are_judged_by_their_quartiles_too() -> None:
+    """Ten requests one second, none the next: mean 5, standard deviation 5, so the z-score
+    alone would flag 24 req/s (over 5 + 3 * 5 = 20); Tukey's fence (Q3 + 1.5 IQR, about 27)
+    does not. A real surge is over both."""
+    crowd = Crowd(span=5, min_rate=10.0)
+    for second in range(600):
+        for k in range(10 if second % 2 == 0 else 0):
+            crowd.add(3, T0 + second + k / 10)
+    assert 4 < crowd.mean[3] < 6
+    assert 24 < crowd.limit[3] < 30
+    assert fence(crowd.histogram[3], 1.5) == pytest.approx(crowd.limit[3])
+    busy = [crowd.add(3, T0 + 600 + k / 24) for k in range(24 * 5)]  # 24 req/s
+    assert not busy[-1].alarm
+    surge = [crowd.add(3, T0 + 606 + k / 60) for k in range(60 * 5)]  # 60 req/s
+    assert surge[-1].alarm
+
+
 def test_a_distributed_flood_is_caught_by_its_endpoint() -> None:
     generator = Generator(DEMO_SITE[:4], seed=5)
     records = [*generator.distributed(seconds=20, sources=50, rate=3), *Generator(seed=6).normal(80)]
@@ -278,3 +296,34 @@ def test_the_crowd_baseline_survives_a_restart(tmp_path: Path) -> None:
     assert not Crowd().load(tmp_path / "missing.npz")
     (tmp_path / "bad.npz").write_bytes(b"not numpy")
     assert not Crowd().load(tmp_path / "bad.npz")
+
+
+DEBIAN_GEOIP = Path("/usr/share/GeoIP/GeoIP.dat")
+
+
+@pytest.mark.skipif(not DEBIAN_GEOIP.is_file(), reason="Debian's geoip-database is not installed (make host-deps)")
+def test_countries_from_debians_geoip_database() -> None:
+    country = open_geo(DEBIAN_GEOIP)
+    us, gb, de = country("8.8.8.8"), country("81.2.69.160"), country("193.99.144.80")
+    assert len({us, gb, de}) == 3
+    assert 0 not in {us, gb, de}
+    assert country("::ffff:8.8.8.8") == us
+    for private in ("10.1.2.3", "192.168.0.1", "127.0.0.1", "::1", "fe80::1", "not an address", ""):
+        assert country(private) == 0, private
+    engine = Behaviour(BehaviourSettings(enabled=True, geoip_database=str(DEBIAN_GEOIP)))
+    engine.judge(Request("GET", "/", client_ip="81.2.69.160"), T0)
+    history = engine.tracker.record("81.2.69.160", event(T0 + 1))
+    assert list(history["country"]) == [gb, 0], "the daemon records each request's country"
+
+
+def test_bad_geolocation_databases_say_why(tmp_path: Path) -> None:
+    with pytest.raises(GeoError, match="no geolocation database"):
+        open_geo(tmp_path / "missing.dat")
+    bad = tmp_path / "GeoLite2-Country.mmdb"
+    bad.write_bytes(b"not a database")
+    with pytest.raises(GeoError, match="cannot read the MaxMind database"):
+        open_geo(bad)
+    other = tmp_path / "GeoIPCity.dat"
+    other.write_bytes(b"\x00" * 64 + b"\xff\xff\xff\x02")
+    with pytest.raises(GeoError, match="not a legacy GeoIP country database"):
+        open_geo(other)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -23,6 +24,7 @@ import numpy as np
 from mlwaf.behaviour.crowd import Crowd
 from mlwaf.behaviour.detect import PROFILES, Finding, Policy
 from mlwaf.behaviour.features import Features, compute
+from mlwaf.behaviour.geo import open_geo
 from mlwaf.behaviour.model import MIN_HISTORY as MODEL_MIN_HISTORY
 from mlwaf.behaviour.model import PERSISTENCE, WindowModel, load_window_model
 from mlwaf.behaviour.shared import FallbackTracker, RedisTracker
@@ -48,12 +50,16 @@ ASSET = re.compile(r"(?i)\.(css|js|mjs|png|jpe?g|gif|svg|ico|webp|avif|woff2?|tt
 TOOL = re.compile(r"(?i)bot|crawl|spider|slurp|headless|python|curl|wget|scan|http|java/|go-|libwww|perl|ruby|php")
 
 
+def _unknown(address: str) -> int:
+    return 0
+
+
 def is_browser(user_agent: str) -> bool:
     """A browser's User-Agent: Mozilla/... naming no tool, bot or crawler."""
     return user_agent.startswith("Mozilla/") and TOOL.search(user_agent) is None
 
 
-def event_of(request: Request, now: float, login: re.Pattern[str]) -> Event:
+def event_of(request: Request, now: float, login: re.Pattern[str], country: int = 0) -> Event:
     """What the tracker keeps of a request (its shape, see mlwaf.behaviour.tracker)."""
     agent = request.headers.get("user-agent", "")
     return Event(
@@ -62,6 +68,7 @@ def event_of(request: Request, now: float, login: re.Pattern[str]) -> Event:
         path=request.path,
         params=tuple(sorted({a.name for a in request.args if a.source != "cookie"})),
         user_agent=agent,
+        country=country,
         login=bool(login.search(request.path)),
         skeleton=skeleton(request),
         request_id=request.id,
@@ -87,6 +94,7 @@ class Behaviour:
             self.tracker = FallbackTracker(shared, local)
         self.crowd = Crowd()
         self.model = load_window_model(settings.model, settings.model_runtime) if settings.model else None
+        self.country: Callable[[str], int] = open_geo(settings.geoip_database) if settings.geoip_database else _unknown
         self.login = re.compile(settings.login_paths)
         self._salt = secrets.token_hex(8)  # per daemon start; workers inherit it
 
@@ -105,7 +113,8 @@ class Behaviour:
     def judge(self, request: Request, now: float) -> Judgement:
         client = self.client_of(request)
         judgement = Judgement(self.shown(client))
-        history = self.tracker.record(client, event_of(request, now, self.login))
+        event = event_of(request, now, self.login, self.country(request.client_ip))
+        history = self.tracker.record(client, event)
         surge = self.crowd.add(short_hash(request.path), now)
         ban = self.tracker.banned(client, now)
         if ban is not None:

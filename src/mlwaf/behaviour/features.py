@@ -30,7 +30,6 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from math import log2, sqrt
 from operator import mul, ne, sub
-from statistics import median
 
 import numpy as np
 
@@ -66,6 +65,8 @@ NAMES = tuple(Features.__dataclass_fields__)
 
 def entropy(values: list[int]) -> float:
     """Shannon entropy in bits of the values' distribution."""
+    if not values or values.count(values[0]) == len(values):  # one value only: the usual case for methods
+        return 0.0
     counts = Counter(values).values()
     if len(counts) < 2:
         return 0.0
@@ -98,6 +99,10 @@ def compute(history: np.ndarray, now: float) -> Features:
     answered = (n - status.count(0)) or 1
     pages = [t for t, f in zip(ts, flags, strict=True) if not f & FLAG_ASSET]
     assets = n - len(pages)
+    per_flags = Counter(flags).items()  # a handful of distinct combinations: count each bit once
+    agents = history["ua"].tolist()
+    page_gaps = sorted(map(sub, pages[1:], pages[:-1]))
+    middle = len(page_gaps) // 2
     return Features(
         count=n,
         rate=n / max(now - ts[0], 1.0),
@@ -105,15 +110,17 @@ def compute(history: np.ndarray, now: float) -> Features:
         endpoint_entropy=entropy(history["path"].tolist()),
         param_entropy=entropy(params),
         method_entropy=entropy(history["method"].tolist()),
-        ua_consistency=max(Counter(history["ua"].tolist()).values()) / n,
+        ua_consistency=1.0 if agents.count(agents[0]) == n else max(Counter(agents).values()) / n,
         geo_changes=changes / (len(countries) - 1) if len(countries) > 1 else 0.0,
         regularity=regularity,
         similarity=sum(similar) / len(similar) / 200 if similar else 0.0,
         not_found=status.count(404) / answered,
         denied=(status.count(401) + status.count(403)) / answered,
-        login_share=sum(map(FLAG_LOGIN.__and__, flags)) / n,
+        login_share=sum(c for f, c in per_flags if f & FLAG_LOGIN) / n,
         distinct_params=len(set(params)),
         asset_share=assets / n,
-        browser_share=sum(map(FLAG_BROWSER.__and__, flags)) / FLAG_BROWSER / n,
-        page_gap=median(map(sub, pages[1:], pages[:-1])) if len(pages) > 1 else 0.0,
+        browser_share=sum(c for f, c in per_flags if f & FLAG_BROWSER) / n,
+        page_gap=(page_gaps[middle] if len(page_gaps) % 2 else (page_gaps[middle - 1] + page_gaps[middle]) / 2)
+        if page_gaps
+        else 0.0,
     )

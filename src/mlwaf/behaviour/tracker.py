@@ -189,8 +189,11 @@ class LocalTracker:
     def _window(self, slot: int, now: float) -> np.ndarray:
         count, head = int(self.headers[slot]["count"]), int(self.headers[slot]["head"])
         rows = self.records[slot]
-        order = self._order[head] if count == self.depth else self._order[0][:count]
-        return rows[order[rows["ts"][order] >= now - self.window]]
+        # oldest first: until the ring is full its records are in order from 0, then from head
+        history = rows[:count].copy() if count < self.depth else rows[self._order[head]]
+        if history["ts"][0] >= now - self.window:  # the usual case: nothing has aged out
+            return history
+        return history[history["ts"] >= now - self.window]
 
     def _find(self, key: int) -> int:
         """The client's slot, or -1 (call with its bucket's lock held)."""

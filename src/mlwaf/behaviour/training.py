@@ -188,7 +188,10 @@ def build(mean: npt.NDArray[np.float32], variance: npt.NDArray[np.float32], sett
 def fit(rows: Rows, settings: FloodSettings, progress: Progress | None = None) -> keras.Model:
     keras.utils.set_random_seed(settings.seed)
     tf.config.experimental.enable_op_determinism()
-    mean, variance = rows.x.mean(axis=0), np.maximum(rows.x.var(axis=0), 1e-6)
+    # A feature that never varies in the training data (the generated clients have no
+    # country: geo_changes) must not steer the model when it does live: scaled to nothing.
+    mean, variance = rows.x.mean(axis=0), rows.x.var(axis=0)
+    variance = np.where(variance < 1e-9, 1e12, np.maximum(variance, 1e-6))
     network = build(mean, variance, settings)
     class_weight = balanced_weights(rows.label, len(CLASSES))
     class_weight[0] *= NORMAL_WEIGHT
@@ -343,7 +346,9 @@ def train_flood(data: Path, out_dir: Path, settings: FloodSettings, progress: Pr
     (out_dir / FILES["litert-float"]).write_bytes(exported["float"])
     (out_dir / FILES["litert-int8"]).write_bytes(exported["int8"])
     network.save(out_dir / FILES["tensorflow"])
-    weights = hashlib.sha256(b"".join(w.tobytes() for w in network.get_weights())).hexdigest()
+    standardise = network.get_layer("standardise")  # its constants are not among the weights
+    constants = [np.asarray(standardise.mean), np.asarray(standardise.variance), *network.get_weights()]
+    weights = hashlib.sha256(b"".join(np.asarray(w, dtype=np.float32).tobytes() for w in constants)).hexdigest()
     normal = train.x[train.label == 0]
     meta: dict = {
         "name": "flood",
