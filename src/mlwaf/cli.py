@@ -7,7 +7,7 @@ import json
 import socket
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
@@ -274,9 +274,16 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _with_progress(label: str, work: Callable[[Callable[[int, int], None]], dict]) -> dict:
+    """Run ``work(progress)`` under a progress bar; its result."""
     from rich.progress import Progress  # noqa: PLC0415 - only training needs it
 
+    with Progress(transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        return work(lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
     if args.kind == "flood":
         return _train_flood(args)
 
@@ -286,15 +293,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = _datasets(args.data)
     extra = [sample for path in args.extra for sample in extra_samples(Path(path))]
     settings = TrainSettings(network=NetworkSettings(epochs=args.epochs or NETWORK_EPOCHS, seed=args.seed))
-    with Progress(transient=True) as bar:
-        task = bar.add_task("training attack model", total=None)
-        meta = train_attack(
-            data,
-            Path(args.out),
-            settings,
-            lambda done, total: bar.update(task, completed=done, total=total),
-            extra,
-        )
+    meta = _with_progress(
+        "training attack model", lambda progress: train_attack(data, Path(args.out), settings, progress, extra)
+    )
     files = ", ".join(f"{name} ({meta['bytes'][name] / 1000:.0f} kB)" for name in meta["files"].values())
     print(f"wrote {args.out}: attack.json, {files} -- model {meta['version']}")
     for runtime, table in meta["test"].items():
@@ -308,19 +309,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_flood(args: argparse.Namespace) -> int:
-    from rich.progress import Progress  # noqa: PLC0415 - only training needs it
-
+    if args.extra:
+        raise ConfigError("--extra adds labelled values to the attack model; the flood/bot model takes none")
     from mlwaf.behaviour.training import FloodSettings, train_flood  # noqa: PLC0415 - TensorFlow: training only
 
+    data = _datasets(args.data)
     settings = FloodSettings(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
-    with Progress(transient=True) as bar:
-        task = bar.add_task("generating traffic, training the flood/bot model", total=None)
-        meta = train_flood(
-            _datasets(args.data),
-            Path(args.out),
-            settings,
-            lambda done, total: bar.update(task, completed=done, total=total),
-        )
+    meta = _with_progress(
+        "generating traffic, training the flood/bot model",
+        lambda progress: train_flood(data, Path(args.out), settings, progress),
+    )
     files = ", ".join(f"{name} ({meta['bytes'][name] / 1000:.0f} kB)" for name in meta["files"].values())
     print(f"wrote {args.out}: flood.json, {files} -- model {meta['version']}, {meta['training']['rows']:,} rows")
     for runtime, limits in meta["thresholds"].items():

@@ -235,8 +235,8 @@ def _behaviour(table: dict) -> BehaviourSettings:
     _check_keys(table, {f.name for f in fields(BehaviourSettings)}, "[behaviour]")
     kinds = {"enabled": bool, "profile": str, "max_clients": int, "history": int, "window": float}
     kinds |= {"client_key": str, "hash_clients": bool, "login_paths": str, "baseline": str}
-    kinds |= {"redis_url": str, "redis_timeout": float, "model": str, "model_runtime": str, "model_action": str}
-    kinds |= {"geoip_database": str}
+    kinds |= {"redis_url": str, "redis_timeout": float, "geoip_database": str}
+    kinds |= {"model": str, "model_runtime": str, "model_action": str}
     values: dict[str, object] = {key: _typed(table, key, kind, where) for key, kind in kinds.items() if key in table}
     if "exempt_networks" in table:
         try:

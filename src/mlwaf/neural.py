@@ -164,18 +164,11 @@ def export_tflite(network: keras.Model, examples: Rows, seed: int) -> dict[str, 
     forward = _constant_forward(network)
     probe = np.zeros((4, 64), dtype=np.int32)
     probe[:, :40] = np.random.default_rng(seed).integers(1, VOCABULARY, (4, 40))
-    if not np.allclose(forward(probe).numpy(), network(probe, training=False).numpy(), atol=1e-5):
-        raise RuntimeError("the export's forward pass disagrees with the trained Keras model")
+    check_forward(forward, network, probe)
     functions = {}
     for rows, length in SHAPES:
         spec = tf.TensorSpec([rows, length], tf.int32, name="ids")
         functions[signature(rows, length)] = tf.function(lambda ids: {"probs": forward(ids)}, input_signature=[spec])
-    with tempfile.TemporaryDirectory(prefix="mlwaf-export-") as saved:
-        tf.saved_model.save(tf.Module(), saved, signatures={k: f.get_concrete_function() for k, f in functions.items()})
-        return _convert(saved, list(functions), examples, seed)
-
-
-def _convert(saved: str, keys: list[str], examples: Rows, seed: int) -> dict[str, bytes]:
     rng = np.random.default_rng(seed)
 
     def representative() -> Iterator[tuple[str, dict[str, npt.NDArray[np.int32]]]]:
@@ -188,11 +181,30 @@ def _convert(saved: str, keys: list[str], examples: Rows, seed: int) -> dict[str
                     batch[slot, : row.size] = row
                 yield signature(rows, length), {"ids": batch}
 
+    return to_litert(functions, representative)
+
+
+def check_forward(forward: Callable[[tf.Tensor], tf.Tensor], network: keras.Model, probe: npt.NDArray) -> None:
+    """The rebuilt forward pass must give the trained Keras model's answers."""
+    if not np.allclose(forward(probe).numpy(), network(probe, training=False).numpy(), atol=1e-5):
+        raise RuntimeError("the export's forward pass disagrees with the trained Keras model")
+
+
+def to_litert(
+    functions: dict[str, Callable[..., dict[str, tf.Tensor]]],
+    representative: Callable[[], Iterator[tuple[str, dict[str, npt.NDArray]]]] | None = None,
+) -> dict[str, bytes]:
+    """Float32 and int8 LiteRT flatbuffers of these signatures (``tf.function``s by signature
+    name). The int8 one calibrates its activations on ``representative`` when given (full
+    integer), else quantizes the weights only."""
     out = {}
-    for variant in ("float", "int8"):
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=keys)
-        if variant == "int8":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = representative
-        out[variant] = converter.convert()
+    with tempfile.TemporaryDirectory(prefix="mlwaf-export-") as saved:
+        tf.saved_model.save(tf.Module(), saved, signatures={k: f.get_concrete_function() for k, f in functions.items()})
+        for variant in ("float", "int8"):
+            converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=list(functions))
+            if variant == "int8":
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+                if representative is not None:
+                    converter.representative_dataset = representative
+            out[variant] = converter.convert()
     return out

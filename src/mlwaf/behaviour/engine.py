@@ -28,7 +28,7 @@ from mlwaf.behaviour.geo import open_geo
 from mlwaf.behaviour.model import MIN_HISTORY as MODEL_MIN_HISTORY
 from mlwaf.behaviour.model import PERSISTENCE, WindowModel, load_window_model
 from mlwaf.behaviour.shared import FallbackTracker, RedisTracker
-from mlwaf.behaviour.tracker import Event, LocalTracker, short_hash
+from mlwaf.behaviour.tracker import Event, LocalTracker
 from mlwaf.config import BehaviourSettings
 from mlwaf.profile import char_classes
 from mlwaf.request import Request
@@ -115,7 +115,7 @@ class Behaviour:
         judgement = Judgement(self.shown(client))
         event = event_of(request, now, self.login, self.country(request.client_ip))
         history = self.tracker.record(client, event)
-        surge = self.crowd.add(short_hash(request.path), now)
+        surge = self.crowd.add(int(history["path"][-1]), now)  # the request's path hash, as just recorded
         ban = self.tracker.banned(client, now)
         if ban is not None:
             judgement.status, judgement.banned = ban[0], KINDS[ban[1]]

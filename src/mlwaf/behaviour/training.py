@@ -36,7 +36,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -69,7 +68,7 @@ from mlwaf.behaviour.tracker import LocalTracker
 from mlwaf.config import BehaviourSettings
 from mlwaf.datasets import csic_split
 from mlwaf.model import sha256_file
-from mlwaf.neural import balanced_weights, trainer
+from mlwaf.neural import balanced_weights, check_forward, to_litert, trainer
 from mlwaf.request import RequestError, from_wire
 from mlwaf.train import SIZE_LIMIT, write_checksums
 
@@ -224,9 +223,7 @@ def export_tflite(network: keras.Model, examples: npt.NDArray[np.float32]) -> di
         h = tf.nn.relu(((x - mean) / sd) @ k1 + b1)
         return tf.nn.softmax(tf.nn.relu(h @ k2 + b2) @ k3 + b3)
 
-    probe = examples[: BATCHES[-1]]
-    if not np.allclose(forward(probe).numpy(), network(probe, training=False).numpy(), atol=1e-5):
-        raise RuntimeError("the export's forward pass disagrees with the trained Keras model")
+    check_forward(forward, network, examples[: BATCHES[-1]])
     functions = {
         batch_key(rows): tf.function(
             lambda features: {"probs": forward(features)},
@@ -234,15 +231,7 @@ def export_tflite(network: keras.Model, examples: npt.NDArray[np.float32]) -> di
         )
         for rows in BATCHES
     }
-    out = {}
-    with tempfile.TemporaryDirectory(prefix="mlwaf-export-") as saved:
-        tf.saved_model.save(tf.Module(), saved, signatures={k: f.get_concrete_function() for k, f in functions.items()})
-        for variant in ("float", "int8"):
-            converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=list(functions))
-            if variant == "int8":  # int8 weights, float activations: full integer lost up to 0.14 here
-                converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            out[variant] = converter.convert()
-    return out
+    return to_litert(functions)  # int8 weights, float activations: full integer lost up to 0.14 here
 
 
 Held = dict[str, tuple[int, npt.NDArray[np.float32]]]  # session -> (class, score held over PERSISTENCE rows)
