@@ -100,10 +100,20 @@ class Settings:
     max_reasons: int = 3
     profile: ProfileSettings = field(default_factory=ProfileSettings)
     behaviour: BehaviourSettings = field(default_factory=BehaviourSettings)
+    metrics_listen: str = ""  # host:port of the Prometheus endpoint; empty: none
+    metrics_textfile: str = ""  # a .prom file for node_exporter's textfile collector; empty: none
 
     @property
     def worker_count(self) -> int:
         return self.workers or len(os.sched_getaffinity(0))
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` too) as a (host, port) pair; raises ValueError."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"metrics listen address {listen!r} is not host:port")
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 def _typed(table: dict, key: str, kind: type | tuple[type, ...], where: str):
@@ -152,7 +162,7 @@ def _model(name: str, table: object) -> ModelSettings:
 
 def from_dict(raw: dict) -> Settings:
     """Settings from a parsed TOML document."""
-    _check_keys(raw, {"server", "decision", "models", "limits", "logs", "profile", "behaviour"}, "")
+    _check_keys(raw, {"server", "decision", "models", "limits", "logs", "profile", "behaviour", "metrics"}, "")
     server, decision = raw.get("server", {}), raw.get("decision", {})
     limits_raw, logs = raw.get("limits", {}), raw.get("logs", {})
     _check_keys(server, {"socket", "socket_group", "socket_mode", "workers"}, "[server]")
@@ -203,6 +213,15 @@ def from_dict(raw: dict) -> Settings:
     }
     settings["profile"] = _profile(raw.get("profile", {}))
     settings["behaviour"] = _behaviour(raw.get("behaviour", {}))
+    metrics = raw.get("metrics", {})
+    _check_keys(metrics, {"listen", "textfile"}, "[metrics]")
+    settings["metrics_listen"] = _typed(metrics, "listen", str, "[metrics] ") if "listen" in metrics else ""
+    settings["metrics_textfile"] = _typed(metrics, "textfile", str, "[metrics] ") if "textfile" in metrics else ""
+    if settings["metrics_listen"]:
+        try:
+            parse_listen(settings["metrics_listen"])
+        except ValueError as exc:
+            raise ConfigError(f"[metrics] {exc}") from None
     if settings["workers"] < 0:
         raise ConfigError("[server] workers must be 0 (one per CPU) or more")
     return Settings(**settings)

@@ -36,6 +36,7 @@ class Analyzer:
         self.settings = settings
         self.models = models
         self.profile = profile
+        self.load_seconds = 0.0  # how long from_settings took to load the models and the profile
         # made before the daemon forks: its shared memory is every worker's
         self.behaviour = Behaviour(settings.behaviour) if settings.behaviour.enabled else None
         self.thresholds: dict[str, Thresholds] = {}
@@ -48,9 +49,12 @@ class Analyzer:
     @classmethod
     def from_settings(cls, settings: Settings) -> Analyzer:
         """Load every configured model and the profile once (raises ModelError or ProfileError)."""
+        started = time.perf_counter()
         models = {name: load_model(Path(m.path), m.runtime) for name, m in settings.models.items()}
         profile = Profile.load(Path(settings.profile.path)) if settings.profile.path else None
-        return cls(settings, models, profile)
+        analyzer = cls(settings, models, profile)
+        analyzer.load_seconds = time.perf_counter() - started
+        return analyzer
 
     def _allowlisted(self, request: Request) -> str:
         if request.client_ip and self.settings.allow_networks:

@@ -27,8 +27,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mlwaf.behaviour.crowd import Crowd
+from mlwaf.behaviour.engine import KINDS as BEHAVIOUR_KINDS
+from mlwaf.behaviour.shared import FallbackTracker
 from mlwaf.config import Settings
 from mlwaf.decision import Analyzer
+from mlwaf.metrics import Metrics, ModelInfo, serve_metrics
+from mlwaf.profile import KINDS as PROFILE_KINDS
 from mlwaf.profile import observe
 from mlwaf.protocol import (
     MAX_MESSAGE_BYTES,
@@ -47,6 +51,7 @@ READ_TIMEOUT_S = 2
 _READ_TIMEOUT = struct.pack("ll", READ_TIMEOUT_S, 0)
 DRAIN_LIMIT = 64 << 20
 BASELINE_EVERY_S = 300
+METRICS_SLOT = -1
 
 
 def log(message: str) -> None:
@@ -172,8 +177,14 @@ def read_line(conn: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def worker(listener: socket.socket, analyzer: Analyzer, logs: list[DecisionLog | ObservationLog]) -> None:
+def worker(
+    listener: socket.socket, analyzer: Analyzer, logs: list[DecisionLog | ObservationLog], metrics: Metrics, slot: int
+) -> None:
     reopen = False
+    metrics.worker(slot)
+    fallback = analyzer.behaviour.tracker if analyzer.behaviour else None
+    fallback = fallback if isinstance(fallback, FallbackTracker) else None
+    fallbacks_before = metrics.get("fallbacks", slot)  # a replaced worker goes on from its predecessor's count
 
     def on_hup(_signum: int, _frame: object) -> None:
         nonlocal reopen
@@ -204,6 +215,13 @@ def worker(listener: socket.socket, analyzer: Analyzer, logs: list[DecisionLog |
                 sink.reopen()
         for sink in logs:
             sink.write(reply, request)
+        if request is None and not reply.error:
+            metrics.status_report()
+        else:
+            metrics.count(reply)
+        if fallback is not None:
+            metrics.set("fallbacks", fallbacks_before + fallback.fallbacks)
+            metrics.set("redis_down", float(fallback.using == "local"))
 
 
 def listening_socket(settings: Settings) -> socket.socket:
@@ -224,42 +242,113 @@ def listening_socket(settings: Settings) -> socket.socket:
     return listener
 
 
-def serve(settings: Settings, analyzer: Analyzer) -> int:
-    listener = listening_socket(settings)
-    logs = [
-        DecisionLog(
-            settings.decision_log,
-            settings.log_allowed,
-            settings.log_values,
-            analyzer.behaviour.shown if analyzer.behaviour and settings.behaviour.hash_clients else str,
-        ),
-        ObservationLog(settings.profile.observations),
-    ]
-    children: dict[int, float] = {}
-    stopping = False
+class Pool:
+    """The parent's side: forks the workers (and the metrics process), replaces one that ends, passes signals on."""
 
-    def spawn() -> None:
+    def __init__(self, settings: Settings, analyzer: Analyzer, listener: socket.socket) -> None:
+        self.settings, self.analyzer, self.listener = settings, analyzer, listener
+        self.logs = [
+            DecisionLog(
+                settings.decision_log,
+                settings.log_allowed,
+                settings.log_values,
+                analyzer.behaviour.shown if analyzer.behaviour and settings.behaviour.hash_clients else str,
+            ),
+            ObservationLog(settings.profile.observations),
+        ]
+        self.metrics = analyzer_metrics(analyzer, settings.worker_count)
+        self.children: dict[int, tuple[float, int]] = {}  # pid: started, worker slot (or METRICS_SLOT)
+        self.stopping = False
+
+    def spawn(self, slot: int) -> None:
         pid = os.fork()
         if pid == 0:
             try:
-                worker(listener, analyzer, logs)
+                if slot == METRICS_SLOT:
+                    self.listener.close()
+                    for signum in (signal.SIGTERM, signal.SIGINT):
+                        signal.signal(signum, signal.SIG_DFL)
+                    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+                    serve_metrics(self.metrics, self.settings.metrics_listen, self.settings.metrics_textfile)
+                else:
+                    worker(self.listener, self.analyzer, self.logs, self.metrics, slot)
             finally:
                 os._exit(0)
-        children[pid] = time.monotonic()
+        self.children[pid] = (time.monotonic(), slot)
+        self.metrics.set("workers", sum(1 for _, s in self.children.values() if s != METRICS_SLOT))
 
-    def on_term(_signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for pid in list(children):
-            _kill(pid, signal.SIGTERM)
+    def forward(self, signum: int, _frame: object = None) -> None:
+        if signum != signal.SIGHUP:
+            self.stopping = True
+        for pid in list(self.children):
+            _kill(pid, signal.SIGTERM if signum == signal.SIGINT else signum)
 
-    def on_hup(_signum: int, _frame: object) -> None:
-        for pid in list(children):
-            _kill(pid, signal.SIGHUP)
+    def run(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self.forward)
+        settings = self.settings
+        for slot in range(settings.worker_count):
+            self.spawn(slot)
+        log(f"mlwaf: serving on {settings.socket} with {len(self.children)} workers, mode {settings.mode}")
+        if settings.metrics_listen or settings.metrics_textfile:
+            self.spawn(METRICS_SLOT)
+            url = settings.metrics_listen and f"http://{settings.metrics_listen}/metrics"
+            log(f"mlwaf: metrics on {' and '.join(w for w in (url, settings.metrics_textfile) if w)}")
+        while self.children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            child = self.children.pop(pid, None)
+            if self.stopping or child is None:
+                continue
+            started, slot = child
+            what = "metrics process" if slot == METRICS_SLOT else "worker"
+            log(f"mlwaf: {what} {pid} ended ({_describe(status)}); starting another")
+            if time.monotonic() - started < 1.0:
+                time.sleep(1.0)  # a worker that dies at once would otherwise spin
+            self.spawn(slot)
 
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    signal.signal(signal.SIGHUP, on_hup)
+
+def serve(settings: Settings, analyzer: Analyzer) -> int:
+    pool = Pool(settings, analyzer, listening_socket(settings))
+    baseline = keep_baseline(settings, analyzer)
+    pool.run()
+    if baseline is not None and analyzer.behaviour is not None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        save_baseline(analyzer.behaviour.crowd, baseline)
+    log("mlwaf: stopped")
+    return 0
+
+
+def analyzer_metrics(analyzer: Analyzer, workers: int) -> Metrics:
+    """Shared counters for the workers, labelled with what this analyzer can report."""
+    pairs = [(name, family) for name, model in analyzer.models.items() for family in model.families]
+    if analyzer.profile is not None:
+        pairs += [("profile", kind) for kind in PROFILE_KINDS]
+    if analyzer.behaviour is not None:
+        pairs += [("behaviour", kind) for kind in BEHAVIOUR_KINDS]
+    metrics = Metrics(workers, pairs)
+    metrics.models = [
+        ModelInfo(name, m.version, analyzer.settings.models[name].runtime)
+        for name, m in analyzer.models.items()
+        if name in analyzer.settings.models
+    ]
+    window = analyzer.behaviour.model if analyzer.behaviour else None
+    if window is not None:
+        metrics.models.append(ModelInfo("behaviour", window.version, analyzer.settings.behaviour.model_runtime))
+    if analyzer.behaviour is not None:
+        behaviour = analyzer.behaviour
+        metrics.clients = lambda: behaviour.tracker.clients(time.time())
+    metrics.set("load_s", analyzer.load_seconds)
+    metrics.set("started", time.time())
+    return metrics
+
+
+def keep_baseline(settings: Settings, analyzer: Analyzer) -> Path | None:
+    """Load the endpoint rate baseline and save it every BASELINE_EVERY_S; its path, or None without one."""
     baseline = Path(settings.behaviour.baseline) if analyzer.behaviour and settings.behaviour.baseline else None
     if baseline is not None and analyzer.behaviour is not None:
         crowd = analyzer.behaviour.crowd
@@ -267,28 +356,7 @@ def serve(settings: Settings, analyzer: Analyzer) -> int:
         log(f"mlwaf: endpoint rate baseline {state} {baseline}")
         signal.signal(signal.SIGALRM, lambda _s, _f: save_baseline(crowd, baseline))
         signal.setitimer(signal.ITIMER_REAL, BASELINE_EVERY_S, BASELINE_EVERY_S)
-    for _ in range(settings.worker_count):
-        spawn()
-    log(f"mlwaf: serving on {settings.socket} with {len(children)} workers, mode {settings.mode}")
-    while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        except InterruptedError:
-            continue
-        started = children.pop(pid, None)
-        if stopping or started is None:
-            continue
-        log(f"mlwaf: worker {pid} ended ({_describe(status)}); starting another")
-        if time.monotonic() - started < 1.0:
-            time.sleep(1.0)  # a worker that dies at once would otherwise spin
-        spawn()
-    if baseline is not None and analyzer.behaviour is not None:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        save_baseline(analyzer.behaviour.crowd, baseline)
-    log("mlwaf: stopped")
-    return 0
+    return baseline
 
 
 def save_baseline(crowd: Crowd, path: Path) -> None:

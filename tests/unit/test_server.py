@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -44,7 +45,11 @@ def daemon(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("daemon")
     sock, log = folder / "a.sock", folder / "decisions.jsonl"
     config = folder / "analyzer.toml"
+    with socket.socket() as probe:  # a free port for the metrics endpoint
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     config.write_text(
+        f'[metrics]\nlisten = "127.0.0.1:{port}"\ntextfile = "{folder / "mlwaf.prom"}"\n'
         f'[server]\nsocket = "{sock}"\nworkers = 2\n[logs]\ndecision_log = "{log}"\n[models.attack]\npath = "{MODEL}"\n'
         f'[profile]\nobservations = "{folder / "observations.jsonl"}"\n'
         f'[behaviour]\nenabled = true\nbaseline = "{folder / "baseline.npz"}"\n'
@@ -58,7 +63,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory):
     while not sock.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert sock.exists(), "the daemon did not open its socket"
-    yield proc, sock, log
+    yield proc, sock, log, port
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
     journal = proc.stderr.read()
@@ -68,12 +73,12 @@ def daemon(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_socket_mode(daemon) -> None:
-    _, sock, _ = daemon
+    _, sock, *_ = daemon
     assert sock.stat().st_mode & 0o777 == 0o660
 
 
 def test_attack_and_benign(daemon) -> None:
-    _, sock, _ = daemon
+    _, sock, *_ = daemon
     reply = ask(sock, line(ATTACK))
     assert reply["v"] == 1
     assert reply["id"] == "r1"
@@ -84,7 +89,7 @@ def test_attack_and_benign(daemon) -> None:
 
 
 def test_many_concurrent_clients(daemon) -> None:
-    _, sock, _ = daemon
+    _, sock, *_ = daemon
     with ThreadPoolExecutor(max_workers=50) as pool:
         replies = list(pool.map(lambda i: ask(sock, line({**ATTACK, "id": str(i)})), range(400)))
     assert sorted(int(r["id"]) for r in replies) == list(range(400))
@@ -102,14 +107,14 @@ def test_many_concurrent_clients(daemon) -> None:
     ],
 )
 def test_bad_messages_get_a_safe_answer(daemon, payload: bytes, error: str) -> None:
-    _, sock, _ = daemon
+    _, sock, *_ = daemon
     reply = ask(sock, payload)
     assert reply["verdict"] == "allow"
     assert error in reply["error"]
 
 
 def test_oversize_message_and_silent_clients(daemon) -> None:
-    _, sock, _ = daemon
+    _, sock, *_ = daemon
     reply = ask(sock, b'{"v": 1, "args": [["query", "q", "' + b"a" * (2 << 20) + b'"]]}\n', timeout=10)
     assert reply["verdict"] == "allow"
     assert "larger than" in reply["error"]
@@ -119,7 +124,7 @@ def test_oversize_message_and_silent_clients(daemon) -> None:
 
 
 def test_deep_json_and_many_args(daemon) -> None:
-    _, sock, _ = daemon
+    _, sock, *_ = daemon
     deep = b'{"v": 1, "x": ' + b"[" * 100000 + b"]" * 100000 + b"}\n"
     assert ask(sock, deep)["verdict"] == "allow"
     many = {"v": 1, "args": [["query", f"p{i}", "x"] for i in range(5000)]}
@@ -129,7 +134,7 @@ def test_deep_json_and_many_args(daemon) -> None:
 
 
 def test_decision_log(daemon) -> None:
-    _, sock, log = daemon
+    _, sock, log, _ = daemon
     ask(sock, line({**ATTACK, "id": "logged", "client_ip": "192.0.2.1", "method": "POST"}))
     deadline = time.monotonic() + 5  # the worker writes the log line just after it answers
     while '"logged"' not in log.read_text() and time.monotonic() < deadline:
@@ -152,7 +157,7 @@ def test_decision_log(daemon) -> None:
 
 
 def test_learning_records_shapes_of_allowed_requests(daemon) -> None:
-    _, sock, log = daemon
+    _, sock, log, _ = daemon
     observations = log.parent / "observations.jsonl"
     secret = "correct horse battery staple"
     ask(sock, line({"v": 1, "id": "learned", "method": "POST", "path": "/login", "args": [["body", "pw", secret]]}))
@@ -180,19 +185,59 @@ def workers(pid: int) -> list[str]:
 
 
 def test_dead_worker_is_replaced(daemon) -> None:
-    proc, sock, _ = daemon
+    proc, sock, *_ = daemon
     children = workers(proc.pid)
-    assert len(children) == 2
+    assert len(children) == 3  # two workers and the metrics process
     os.kill(int(children[0]), signal.SIGKILL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         now = workers(proc.pid)
-        if len(now) == 2 and children[0] not in now:
+        if len(now) == 3 and children[0] not in now:
             break
         time.sleep(0.1)
-    assert len(now) == 2
+    assert len(now) == 3
     assert children[0] not in now
     assert ask(sock, line(ATTACK))["verdict"] == "block"
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The daemon's metrics as {'name{labels}': value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return {k: float(v) for k, _, v in (row.rpartition(" ") for row in text.splitlines() if row and row[0] != "#")}
+
+
+def test_metrics_count_what_was_answered(daemon) -> None:
+    _, sock, _, port = daemon
+    before = scrape(port)
+    for _ in range(3):
+        assert ask(sock, line(ATTACK))["verdict"] == "block"
+    assert ask(sock, line({"v": 1, "path": "/s", "args": [["query", "q", "shoes"]]}))["verdict"] == "allow"
+    assert ask(sock, b"not json\n")["error"]
+    after = scrape(port)
+
+    def grew(key: str) -> float:
+        return after[key] - before.get(key, 0.0)
+
+    assert grew('mlwaf_requests_total{verdict="block"}') == 3
+    assert grew('mlwaf_requests_total{verdict="allow"}') == 1
+    assert grew('mlwaf_requests_total{verdict="error"}') == 1
+    assert grew('mlwaf_detections_total{action="block",family="sqli",model="attack"}') == 3
+    assert grew("mlwaf_processing_seconds_count") == 5
+    assert after['mlwaf_processing_seconds_bucket{le="+Inf"}'] == after["mlwaf_processing_seconds_count"]
+    assert after["mlwaf_workers"] == 2
+    assert 0 < after["mlwaf_model_load_seconds"] < 60
+    assert any(k.startswith("mlwaf_model_info{") and 'model="attack"' in k for k in after)
+    assert after["mlwaf_tracked_clients"] >= 0
+
+
+def test_metrics_textfile(daemon) -> None:
+    _, sock, log, _ = daemon
+    textfile = log.parent / "mlwaf.prom"
+    deadline = time.monotonic() + 5
+    while not textfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "mlwaf_requests_total" in textfile.read_text()
 
 
 @pytest.fixture(scope="module")

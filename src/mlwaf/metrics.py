@@ -1,0 +1,185 @@
+"""Prometheus metrics of the analyzer daemon.
+
+The daemon is a pool of forked workers, so its counters live in anonymous
+shared memory made before the fork: one row per worker slot, each written by
+one process only (no locks; a worker that is replaced takes over its slot and
+goes on counting), and a row for the parent's gauges. A metrics process,
+forked like the workers, sums the rows when it is scraped (HTTP on a local
+address) and, if asked, writes the same text for node_exporter's textfile
+collector. The exposition format is prometheus_client's.
+"""
+
+from __future__ import annotations
+
+import bisect
+import mmap
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from mlwaf.config import parse_listen
+from mlwaf.protocol import Reply
+
+VERDICTS = ("allow", "block", "log", "ratelimit", "error")
+ACTIONS = ("block", "log")
+BUCKETS_MS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0)
+OTHER = ("other", "other")
+TEXTFILE_EVERY_S = 15
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    runtime: str
+
+
+class Metrics:
+    """Shared-memory counters for ``workers`` worker slots and the given (model, family) pairs."""
+
+    def __init__(self, workers: int, pairs: list[tuple[str, str]]) -> None:
+        self.pairs = [*dict.fromkeys([*pairs, OTHER])]
+        self._pair = {pair: i for i, pair in enumerate(self.pairs)}
+        # columns: verdicts | detections (pair x action) | histogram buckets (+Inf last) | scalars
+        self._detections = len(VERDICTS)
+        self._buckets = self._detections + len(self.pairs) * len(ACTIONS)
+        self._scalars = self._buckets + len(BUCKETS_MS) + 1
+        self.columns = self._scalars + len(SCALARS)
+        self.rows = workers + 1  # the last row: the parent's gauges
+        self._memory = mmap.mmap(-1, self.rows * self.columns * 8)
+        self.table = np.frombuffer(self._memory, dtype=np.float64).reshape(self.rows, self.columns)
+        self.row = self.rows - 1
+        self.models: list[ModelInfo] = []
+        self.clients = lambda: 0  # tracked clients, asked at scrape time
+
+    def worker(self, slot: int) -> None:
+        """Count into ``slot`` from now on (called in the worker after the fork)."""
+        self.row = slot
+
+    def _add(self, column: int, amount: float = 1.0) -> None:
+        self.table[self.row, column] += amount
+
+    def scalar(self, name: str) -> int:
+        return self._scalars + SCALARS.index(name)
+
+    def count(self, reply: Reply) -> None:
+        """One answered request: its verdict, what drove it, how long the analysis took."""
+        verdict = "error" if reply.error else ("ratelimit" if reply.status == 429 else reply.verdict)
+        self._add(VERDICTS.index(verdict))
+        if reply.verdict in ACTIONS:
+            action = ACTIONS.index(reply.verdict)
+            for pair in {(r.model, r.family) for r in reply.reasons}:
+                index = self._pair.get(pair, self._pair[OTHER])
+                self._add(self._detections + index * len(ACTIONS) + action)
+        self._add(self._buckets + bisect.bisect_left(BUCKETS_MS, reply.ms))
+        self._add(self.scalar("ms_sum"), reply.ms)
+
+    def status_report(self) -> None:
+        self._add(self.scalar("status_reports"))
+
+    def set(self, name: str, value: float) -> None:
+        self.table[self.row, self.scalar(name)] = value
+
+    def get(self, name: str, row: int) -> float:
+        return float(self.table[row, self.scalar(name)])
+
+    def collect(self) -> Iterator[Metric]:
+        """The metric families, summed over the worker rows (prometheus_client's collector protocol)."""
+        workers = self.table[:-1].sum(axis=0)
+        parent = self.table[-1]
+        requests = CounterMetricFamily(
+            "mlwaf_requests", "Requests the analyzer answered, by verdict", labels=["verdict"]
+        )
+        for i, verdict in enumerate(VERDICTS):
+            requests.add_metric([verdict], workers[i])
+        yield requests
+        detections = CounterMetricFamily(
+            "mlwaf_detections",
+            "Requests blocked or logged, by the model and family among their reasons",
+            labels=["model", "family", "action"],
+        )
+        for p, (model, family) in enumerate(self.pairs):
+            for a, action in enumerate(ACTIONS):
+                detections.add_metric([model, family, action], workers[self._detections + p * len(ACTIONS) + a])
+        yield detections
+        cumulative = np.cumsum(workers[self._buckets : self._scalars])
+        bounds = [*(str(b / 1000) for b in BUCKETS_MS), "+Inf"]
+        histogram = HistogramMetricFamily("mlwaf_processing_seconds", "Time the analyzer took per request")
+        histogram.add_metric(
+            [],
+            buckets=list(zip(bounds, cumulative.tolist(), strict=True)),
+            sum_value=workers[self.scalar("ms_sum")] / 1000,
+        )
+        yield histogram
+        yield CounterMetricFamily(
+            "mlwaf_status_reports",
+            "Response statuses reported for the behavioural layer",
+            value=workers[self.scalar("status_reports")],
+        )
+        yield CounterMetricFamily(
+            "mlwaf_behaviour_redis_fallbacks",
+            "Behavioural-layer operations served from node-local state because Redis did not answer",
+            value=workers[self.scalar("fallbacks")],
+        )
+        yield GaugeMetricFamily(
+            "mlwaf_behaviour_redis_down",
+            "1 while any worker keeps behavioural state node-local because Redis does not answer",
+            value=float(self.table[:-1, self.scalar("redis_down")].max()),
+        )
+        yield GaugeMetricFamily("mlwaf_tracked_clients", "Clients with a behavioural history", value=self.clients())
+        yield GaugeMetricFamily("mlwaf_workers", "Worker processes running", value=parent[self.scalar("workers")])
+        yield GaugeMetricFamily(
+            "mlwaf_model_load_seconds", "Seconds the models took to load at start", value=parent[self.scalar("load_s")]
+        )
+        yield GaugeMetricFamily(
+            "mlwaf_start_time_seconds", "When the daemon started (Unix time)", value=parent[self.scalar("started")]
+        )
+        info = GaugeMetricFamily(
+            "mlwaf_model_info", "The models in use (value 1)", labels=["model", "version", "runtime"]
+        )
+        for model in self.models:
+            info.add_metric([model.name, model.version, model.runtime], 1.0)
+        yield info
+
+    def exposition(self) -> bytes:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self)
+        return generate_latest(registry)
+
+    def describe(self) -> list[Metric]:
+        return []
+
+
+SCALARS = ("ms_sum", "status_reports", "fallbacks", "redis_down", "workers", "load_s", "started")
+
+
+def write_textfile(metrics: Metrics, path: str) -> None:
+    """The exposition in ``path``, replaced atomically (node_exporter must never read half a file)."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "wb") as handle:
+        handle.write(metrics.exposition())
+    os.replace(temporary, path)
+
+
+def serve_metrics(metrics: Metrics, listen: str, textfile: str) -> None:
+    """The metrics process: answer scrapes on ``listen`` and keep ``textfile`` fresh (either may be empty)."""
+    if listen:
+        host, port = parse_listen(listen)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(metrics)
+        start_http_server(port, addr=host, registry=registry)
+    while True:
+        if textfile:
+            try:
+                write_textfile(metrics, textfile)
+            except OSError as exc:
+                print(
+                    f"mlwaf: cannot write the metrics textfile {textfile}: {exc.strerror}", file=sys.stderr, flush=True
+                )
+        time.sleep(TEXTFILE_EVERY_S if textfile else 3600)
