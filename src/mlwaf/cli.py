@@ -1,4 +1,5 @@
-"""``mlwaf``: the analyzer's command line (serve, score, query, check, train, evaluate, learn, feedback)."""
+"""``mlwaf``: the analyzer's command line (serve, score, query, check, train, evaluate, learn, feedback;
+and the operations commands of mlwaf.ops.commands: status, monitor, performance-check, report)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ from mlwaf.evaluate import (
 from mlwaf.feedback import FeedbackError, export
 from mlwaf.learn import learn
 from mlwaf.model import DEFAULT_RUNTIME, RUNTIMES, ModelError, load_model
+from mlwaf.ops.commands import add_commands
+from mlwaf.ops.logs import LogError
+from mlwaf.ops.report import ReportError
 from mlwaf.profile import ProfileError
 from mlwaf.protocol import VERSION, Reply, encode_line
 from mlwaf.request import Limits, Request, RequestError, from_wire
@@ -611,6 +615,7 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-libinjection", action="store_true", help="evaluate the model alone")
     p.add_argument("--seed", type=int, default=7, help="the training seed (the test split depends on it)")
     p.set_defaults(func=cmd_evaluate)
+    add_commands(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -627,6 +632,8 @@ def main(argv: list[str] | None = None) -> int:
         ProfileError,
         SimulationError,
         GeoError,
+        ReportError,
+        LogError,
     ) as exc:
         print(f"mlwaf: {exc}", file=sys.stderr)
         return EXIT_USAGE

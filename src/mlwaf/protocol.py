@@ -50,6 +50,9 @@ from mlwaf.request import Arg, Limits, Request, cap_args
 VERSION = 1
 VERDICTS = ("allow", "block", "log")
 MAX_MESSAGE_BYTES = 1 << 20
+# Requests whose id starts so are the appliance checking itself (health, performance check):
+# answered like any other, but neither logged nor counted.
+CANARY_PREFIX = "mlwaf-canary-"
 
 
 class ProtocolError(ValueError):

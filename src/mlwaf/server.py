@@ -35,6 +35,7 @@ from mlwaf.metrics import Metrics, ModelInfo, serve_metrics
 from mlwaf.profile import KINDS as PROFILE_KINDS
 from mlwaf.profile import observe
 from mlwaf.protocol import (
+    CANARY_PREFIX,
     MAX_MESSAGE_BYTES,
     ProtocolError,
     Reply,
@@ -213,6 +214,8 @@ def worker(
             reopen = False
             for sink in logs:
                 sink.reopen()
+        if request is not None and request.id.startswith(CANARY_PREFIX):
+            continue
         for sink in logs:
             sink.write(reply, request)
         if request is None and not reply.error:
