@@ -9,8 +9,8 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,9 @@ from hypothesis import strategies as st
 
 from mlwaf.config import ModelSettings, Settings
 from mlwaf.decision import Analyzer
+from mlwaf.ops.canary import run_canaries
+from mlwaf.ops.health import check, scrape
+from mlwaf.ops.settings import Alerts, MonitoringSettings, Services
 from mlwaf.protocol import VERDICTS
 from mlwaf.server import handle_line
 
@@ -200,21 +203,14 @@ def test_dead_worker_is_replaced(daemon) -> None:
     assert ask(sock, line(ATTACK))["verdict"] == "block"
 
 
-def scrape(port: int) -> dict[str, float]:
-    """The daemon's metrics as {'name{labels}': value}."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-        text = answer.read().decode()
-    return {k: float(v) for k, _, v in (row.rpartition(" ") for row in text.splitlines() if row and row[0] != "#")}
-
-
 def test_metrics_count_what_was_answered(daemon) -> None:
     _, sock, _, port = daemon
-    before = scrape(port)
+    before = scrape(f"http://127.0.0.1:{port}/metrics")
     for _ in range(3):
         assert ask(sock, line(ATTACK))["verdict"] == "block"
     assert ask(sock, line({"v": 1, "path": "/s", "args": [["query", "q", "shoes"]]}))["verdict"] == "allow"
     assert ask(sock, b"not json\n")["error"]
-    after = scrape(port)
+    after = scrape(f"http://127.0.0.1:{port}/metrics")
 
     def grew(key: str) -> float:
         return after[key] - before.get(key, 0.0)
@@ -232,12 +228,31 @@ def test_metrics_count_what_was_answered(daemon) -> None:
 
 
 def test_metrics_textfile(daemon) -> None:
-    _, sock, log, _ = daemon
+    log = daemon[2]
     textfile = log.parent / "mlwaf.prom"
     deadline = time.monotonic() + 5
     while not textfile.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert "mlwaf_requests_total" in textfile.read_text()
+
+
+def test_canaries_and_health(daemon) -> None:
+    _, sock, log, port = daemon
+    url = f"http://127.0.0.1:{port}/metrics"
+    before, logged = scrape(url), log.stat().st_size
+    result = run_canaries(str(sock))
+    assert result.detection_rate == 1.0, result.missed
+    assert result.false_positive_rate == 0.0, result.flagged
+    services = Services(analyzer="", apache="", socket=str(sock), metrics_url=url, probe_url=url)
+    settings = MonitoringSettings(services=services, alerts=Alerts(disk_paths=()))
+    health = check(settings)
+    assert health.healthy, health.line
+    assert "2 workers" in health.line
+    # the checks are neither counted nor logged
+    assert scrape(url)["mlwaf_processing_seconds_count"] == before["mlwaf_processing_seconds_count"]
+    assert log.stat().st_size == logged
+    gone = MonitoringSettings(services=replace(services, socket=f"{sock}.gone"), alerts=Alerts(disk_paths=()))
+    assert check(gone).line.startswith("UNHEALTHY: analyzer does not answer")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,242 @@
+"""The operations tools on log files written here: parsing (with broken lines),
+rotated and gzipped files, the monitor's figures, the report, alert thresholds."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import time
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from mlwaf.config import ConfigError
+from mlwaf.ops.logs import Tally, entries, parse_access, parse_decision, parse_performance, recent, rotated
+from mlwaf.ops.monitor import render, snapshot
+from mlwaf.ops.perfcheck import Alert, evaluate, metric_line, send_webhook
+from mlwaf.ops.report import ReportError, parse_when, write_report
+from mlwaf.ops.settings import Alerts, Logs, MonitoringSettings, Services, load_monitoring
+
+NOW = 1_790_000_000.0
+
+
+def access_line(ts: float, status: int = 200, verdict: str = "-", **fields: str) -> str:
+    """A waf_combined line (fields: agent, client)."""
+    when = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(ts))
+    agent, client = fields.get("agent", "Mozilla/5.0"), fields.get("client", "192.0.2.1")
+    return f'{client} - - [{when}] "GET /index.php?id=1 HTTP/1.1" {status} 512 "-" "{agent}" 1500 {verdict}\n'
+
+
+def decision_line(ts: float, verdict: str = "block", model: str = "attack", family: str = "sqli") -> str:
+    record = {
+        "ts": ts, "client_ip": "192.0.2.9", "method": "GET", "path": "/s", "v": 1, "id": "x", "verdict": verdict,
+        "scores": {model: 0.99}, "ms": 0.4,
+        "reasons": [{"model": model, "family": family, "source": "query", "name": "q", "score": 0.99}],
+    }  # fmt: skip
+    return json.dumps(record) + "\n"
+
+
+def test_access_lines() -> None:
+    entry = parse_access(access_line(NOW, 403, agent='curl \\"quoted\\" 8.0'))
+    assert entry is not None
+    assert (entry.status, entry.ms, entry.method, entry.path) == (403, 1.5, "GET", "/index.php?id=1")
+    assert entry.ts == NOW
+    assert entry.blocked_by == "rules"
+    assert parse_access(access_line(NOW, 403, verdict="block")).blocked_by == "ml"
+    assert parse_access(access_line(NOW, 200, verdict="allow")).blocked_by == ""
+    old_format = access_line(NOW).replace(" -\n", "\n")  # before the verdict field was added
+    assert parse_access(old_format).verdict == "-"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "",
+        "garbage",
+        access_line(NOW)[:40],  # cut off by a crash
+        access_line(NOW).replace("[", "[99/Xyz/2026:"),  # a date that is no date
+        access_line(NOW).replace(" 1500 ", " 1.5e3 "),
+    ],
+)
+def test_broken_access_lines(line: str) -> None:
+    assert parse_access(line) is None
+
+
+@pytest.mark.parametrize("line", ["", "1700000000", "a,b,c", "1700000000,-1,True", "nan,1,True", "1,2,3,4"])
+def test_broken_performance_lines(line: str) -> None:
+    assert parse_performance(line) is None
+
+
+@pytest.mark.parametrize(
+    "line", ["", "{", "[]", '{"ts": 1}', '{"ts": "x", "verdict": "block"}', '{"ts": 1, "verdict": "log", "reasons": 5}']
+)
+def test_broken_decision_lines(line: str) -> None:
+    assert parse_decision(line) is None
+
+
+def test_rotated_and_gzipped_logs_are_read_oldest_first(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    with gzip.open(tmp_path / "access.log.2.gz", "wt") as handle:
+        handle.write(access_line(NOW - 300) + "broken line\n")
+    (tmp_path / "access.log.1").write_text(access_line(NOW - 200) + access_line(NOW - 100)[:30] + "\n")
+    log.write_text(access_line(NOW - 50) + access_line(NOW))
+    (tmp_path / "access.log.bak").write_text("not a rotation\n")
+    assert [p.name for p in rotated(log)] == ["access.log.2.gz", "access.log.1", "access.log"]
+    tally = Tally()
+    got = [e.ts for e in entries(log, parse_access, tally)]
+    assert got == [NOW - 300, NOW - 200, NOW - 50, NOW]
+    assert (tally.read, tally.skipped) == (4, 2)
+    assert [e.ts for e in entries(log, parse_access, Tally(), NOW - 250, NOW - 10)] == [NOW - 200, NOW - 50]
+
+
+def test_recent_reads_from_the_end(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    # about 3 MB: the first chunk read from the end does not reach back far enough
+    with log.open("w") as handle:
+        for i in range(30_000):
+            handle.write(access_line(NOW - 30_000 + i))
+        handle.write("half a li")
+    tally = Tally()
+    got = recent(log, parse_access, tally, NOW - 20_000)
+    assert len(got) == 20_000
+    assert tally.skipped == 1
+    assert recent(tmp_path / "missing.log", parse_access, Tally(), 0) == []
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> MonitoringSettings:
+    access, perf, decisions = tmp_path / "access.log", tmp_path / "ml_performance.log", tmp_path / "decisions.jsonl"
+    lines = [access_line(NOW - 30 + i) for i in range(20)]
+    lines += [access_line(NOW - 5, 403, client="198.51.100.7")] * 3  # CRS
+    lines += [access_line(NOW - 4, 403, "block", client="198.51.100.8")] * 2  # the attack model
+    lines += [access_line(NOW - 4, 429, "ratelimit", client="198.51.100.9")]  # the behavioural layer
+    lines += [access_line(NOW - 3, agent="mlwaf-probe/1")] * 4  # the performance probe: left out
+    lines += [access_line(NOW - 600)] * 7  # before the window
+    lines += ["broken\n"]
+    access.write_text("".join(lines))
+    perf.write_text("".join(f"{NOW - 10:.0f},{ms},False\n" for ms in (0.2, 0.3, 0.4, 5.0)) + "x,y\n")
+    decisions.write_text(
+        decision_line(NOW - 4) * 2 + decision_line(NOW - 4, model="behaviour", family="flood")
+        + decision_line(NOW - 3, "log", family="xss") + "{broken\n"
+    )  # fmt: skip
+    return MonitoringSettings(
+        logs=Logs(access_log=str(access), performance_log=str(perf), decision_log=str(decisions)),
+        services=Services(metrics_url=""),
+    )
+
+
+def test_monitor_counts_what_the_logs_say(logs: MonitoringSettings) -> None:
+    view = snapshot(logs, NOW - 60, NOW, health=False)
+    assert view["requests"] == 26
+    assert view["blocked"]["total"] == 6
+    assert (view["blocked"]["rules"], view["blocked"]["ml"]) == (3, 3)
+    assert view["blocked"]["ml_by_model"] == {
+        "attack": {"count": 2, "share": round(2 / 26, 4)},
+        "behaviour": {"count": 1, "share": round(1 / 26, 4)},
+    }
+    assert view["flagged"] == 1
+    assert view["statuses"] == {"2xx": 20, "4xx": 6}
+    assert view["ml_ms"]["scored"] == 4
+    assert view["ml_ms"]["p50"] == pytest.approx(0.35)
+    assert view["top_families"][0] == ("attack/sqli", 2)
+    assert ("198.51.100.7", 3) in view["top_blocked_clients"]
+    assert view["skipped_lines"] == {"access": 1, "performance": 1, "decisions": 1}
+    screen = render(view)
+    assert "rules (CRS) 3" in screen
+    assert "attack/xss" in screen
+    assert json.loads(json.dumps(view))["requests"] == 26
+
+
+def test_report_names_the_blocked_families(logs: MonitoringSettings, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    text = write_report(logs, NOW - 3600, NOW, out, "waf1")
+    page = (out / "index.html").read_text()
+    for family in ("attack/sqli", "behaviour/flood", "attack/xss", "rules (CRS)"):
+        assert family in page
+        assert family in text
+    for chart in ("latency.png", "throughput.png", "families.png", "scores.png"):
+        assert (out / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert chart in page
+    assert "requests" in (out / "summary.txt").read_text()
+    with pytest.raises(ReportError, match="after"):
+        write_report(logs, NOW, NOW - 10, out, "waf1")
+
+
+def test_times() -> None:
+    assert parse_when("2h", NOW) == NOW - 7200
+    assert parse_when("1790000000", NOW) == NOW
+    assert parse_when("2026-11-21T20:00", NOW) > 0
+    with pytest.raises(ReportError, match="cannot read the time"):
+        parse_when("yesterday", NOW)
+
+
+FIGURES = {
+    "response_ms": 12.0, "status": 200, "requests_per_s": 150.0, "error_rate": 0.0, "cpu": 0.2, "memory": 0.5,
+    "disk": 0.3, "queue": 0, "analyzer_up": 1.0, "detection_rate": 1.0, "false_positive_rate": 0.0, "model_load_s": 0.4,
+}  # fmt: skip
+
+
+def test_thresholds() -> None:
+    settings = MonitoringSettings()
+    assert evaluate(FIGURES, settings) == []
+    bad = {**FIGURES, "response_ms": 900.0, "cpu": 0.95, "detection_rate": 0.5, "disk": 0.85, "model_load_s": 2.0}
+    alerts = {a.name: a.severity for a in evaluate(bad, settings)}
+    assert alerts == {
+        "response_ms": "warning", "cpu": "warning", "detection_rate": "critical", "disk": "error",
+        "model_load_s": "warning",
+    }  # fmt: skip
+    quiet = {**FIGURES, "requests_per_s": 3.0}
+    assert evaluate(quiet, settings) == []  # little traffic is only news when traffic is expected
+    expected = replace(settings, alerts=Alerts(traffic_expected=True))
+    assert [a.name for a in evaluate(quiet, expected)] == ["requests_per_s"]
+    down = {**FIGURES, "status": 0, "analyzer_up": 0.0}
+    assert {a.name for a in evaluate(down, settings)} == {"probe", "analyzer_up"}
+    line = metric_line(FIGURES, NOW)
+    assert line.startswith("2026-")
+    assert "response_ms=12 " in line
+    assert "detection_rate=1" in line
+
+
+def test_webhook() -> None:
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    alert = Alert("critical", "detection_rate", 0.5, 0.9, "canary detection rate 0.5 < 0.9")
+    assert send_webhook(f"http://127.0.0.1:{server.server_port}/hook", [alert], 5) == ""
+    assert received[0]["alerts"][0]["name"] == "detection_rate"
+    server.server_close()
+    assert (
+        send_webhook(f"http://127.0.0.1:{server.server_port}/hook", [alert], 1) != ""
+    )  # nobody listens: said, not raised
+
+
+def test_settings_file(tmp_path: Path) -> None:
+    path = tmp_path / "monitoring.toml"
+    path.write_text('[alerts]\nresponse_ms = 250\ndisk_paths = ["/"]\n[services]\nmetrics_url = ""\n')
+    settings = load_monitoring(path)
+    assert settings.alerts.response_ms == 250.0
+    assert settings.alerts.disk_paths == ("/",)
+    assert settings.services.metrics_url == ""
+    for text, message in (
+        ("[alerts]\nresponse = 1\n", "unknown setting"),
+        ("[alerts]\nresponse_ms = 'fast'\n", "must be float"),
+        ("[alert]\n", "unknown section"),
+        ("[alerts]\ncpu = -1\n", "negative"),
+        ("[alerts\n", "not valid TOML"),
+    ):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_monitoring(path)
