@@ -173,7 +173,10 @@ def serve_metrics(metrics: Metrics, listen: str, textfile: str) -> None:
         host, port = parse_listen(listen)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(metrics)
-        start_http_server(port, addr=host, registry=registry)
+        try:
+            start_http_server(port, addr=host, registry=registry)
+        except OSError as exc:  # said once; a restart would not free the address
+            print(f"mlwaf: no metrics endpoint: cannot listen on {listen}: {exc.strerror}", file=sys.stderr, flush=True)
     while True:
         if textfile:
             try:

@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,9 @@ import pytest
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 AUDIT_LOG = "/var/log/apache2/modsec_audit.log"
+# A command injection that CRS 3.3 at paranoia level 1 lets through and the model blocks.
+ML_ONLY_ATTACK = "%60id%60"
+SQLI = "1%20union%20select%20password%20from%20users--"
 SQLI_LOGIN = {"username": "admin' OR '1'='1' -- ", "password": "x"}
 
 
@@ -82,6 +86,15 @@ def rule_ids(entry: dict) -> set[str]:
         if '[id "' in message:
             ids.add(message.split('[id "', 1)[1].split('"', 1)[0])
     return ids
+
+
+def wait_until(check, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.5)
+    return False
 
 
 def converge(hostname: str, *extra: str, playbook: str = "site.yml", succeed: bool = True) -> str:

@@ -8,22 +8,10 @@ import time
 import uuid
 
 import pytest
-from conftest import Client, audit_entries, converge, rule_ids
+from conftest import ML_ONLY_ATTACK, SQLI, Client, audit_entries, converge, rule_ids, wait_until
 
-# A command injection that CRS 3.3 at paranoia level 1 lets through and the model blocks.
-ML_ONLY_ATTACK = "%60id%60"
-SQLI = "1%20union%20select%20password%20from%20users--"
 ANALYZER_LOG = "/var/log/apache2/ml_analyzer.log"
 DECISIONS = "/var/log/mlwaf/decisions.jsonl"
-
-
-def wait_until(check, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def log_lines(host, path: str, marker: str) -> list[str]:

@@ -9,6 +9,8 @@ import uuid
 import pytest
 from conftest import SQLI_LOGIN, Client, audit_entries, converge, rule_ids
 
+from mlwaf.ops.logs import parse_access
+
 
 def test_apache_runs_under_systemd(host) -> None:
     apache = host.service("apache2")
@@ -84,7 +86,10 @@ def test_access_log_has_request_time(host, client: Client) -> None:
     marker = uuid.uuid4().hex
     client.request(f"/index.php?t={marker}")
     log = host.run(f"grep -F {marker} /var/log/apache2/waf_access.log").stdout.strip()
-    assert re.search(r'" 200 \d+ "[^"]*" "[^"]*" \d+$', log), log
+    assert re.search(r'" 200 \d+ "[^"]*" "[^"]*" \d+ allow$', log), "%D, then the ML verdict: " + log
+    entry = parse_access(log)
+    assert entry is not None
+    assert entry.verdict == "allow"
     assert host.file("/var/log/apache2/waf_error.log").exists
 
 

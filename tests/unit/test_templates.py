@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import ROLES_DIR, run_playbook
 
+from mlwaf.ops.settings import load_monitoring
+
 MODSEC_TEMPLATES = [
     "etc/modsecurity/modsecurity.conf",
     "etc/modsecurity/crs/crs-setup.conf",
@@ -120,7 +122,7 @@ def test_apache_docroot_mode(tmp_path: Path) -> None:
     assert "ServerName waf.example.test" in site
     hardening = files["mlwaf-hardening.conf"]
     assert "ServerTokens Prod" in hardening
-    assert '%D" waf_combined' in hardening
+    assert '%D %{MLWAF_VERDICT}e" waf_combined' in hardening
     assert 'Header always set X-Content-Type-Options "nosniff"' in hardening
 
 
@@ -142,14 +144,20 @@ def test_apache_proxy_mode_with_redirect(tmp_path: Path) -> None:
 ANALYZER_TEMPLATES = ["etc/systemd/system/mlwaf-analyzer.service", "etc/mlwaf/analyzer.toml"]
 
 
-def test_analyzer_unit_stays_off_the_network_unless_redis_is_shared(tmp_path: Path) -> None:
-    local = render(tmp_path / "local", "ml_analyzer", ANALYZER_TEMPLATES, {})
+def test_analyzer_unit_stays_off_the_network_unless_redis_or_metrics_need_it(tmp_path: Path) -> None:
+    local = render(tmp_path / "local", "ml_analyzer", ANALYZER_TEMPLATES, {"ml_analyzer_metrics_listen": ""})
     unit = local["mlwaf-analyzer.service"]
     assert "PrivateNetwork=true" in unit
     assert re.search(r"^RestrictAddressFamilies=AF_UNIX$", unit, re.M)
     assert "IPAddressAllow" not in unit
     assert 'redis_url = ""' in local["analyzer.toml"]
+    assert 'listen = ""' in local["analyzer.toml"]
     assert 'model = "/var/lib/mlwaf/models/current/flood.json"' in local["analyzer.toml"]
+    metrics = render(tmp_path / "metrics", "ml_analyzer", ANALYZER_TEMPLATES, {})
+    unit = metrics["mlwaf-analyzer.service"]
+    assert "PrivateNetwork=false" in unit, "the metrics endpoint is on the host's loopback"
+    assert re.search(r"^IPAddressDeny=any\nIPAddressAllow=127.0.0.0/8\nIPAddressAllow=::1/128$", unit, re.M)
+    assert 'listen = "127.0.0.1:9464"' in metrics["analyzer.toml"]
     shared = render(
         tmp_path / "shared",
         "ml_analyzer",
@@ -158,6 +166,7 @@ def test_analyzer_unit_stays_off_the_network_unless_redis_is_shared(tmp_path: Pa
             "ml_analyzer_behaviour_redis_url": "redis://10.0.0.5:6379/0",
             "ml_analyzer_behaviour_redis_networks": ["10.0.0.5"],
             "ml_analyzer_behaviour_model": "",
+            "ml_analyzer_metrics_listen": "",
         },
     )
     unit = shared["mlwaf-analyzer.service"]
@@ -166,3 +175,41 @@ def test_analyzer_unit_stays_off_the_network_unless_redis_is_shared(tmp_path: Pa
     assert re.search(r"^IPAddressDeny=any\nIPAddressAllow=10.0.0.5$", unit, re.M)
     assert 'redis_url = "redis://10.0.0.5:6379/0"' in shared["analyzer.toml"]
     assert "model =" not in shared["analyzer.toml"], "no flood/bot model: the heuristics alone"
+
+
+MONITORING_TEMPLATES = [
+    "etc/mlwaf/monitoring.toml",
+    "etc/logrotate.d/apache2",
+    "etc/systemd/system/performance_monitor.service",
+    "etc/systemd/system/performance_monitor.timer",
+]
+
+
+def test_monitoring_settings_follow_the_other_roles(tmp_path: Path) -> None:
+    rendered = render(tmp_path / "defaults", "monitoring", MONITORING_TEMPLATES, {})
+    (tmp_path / "monitoring.toml").write_text(rendered["monitoring.toml"])
+    settings = load_monitoring(tmp_path / "monitoring.toml")
+    assert settings.services.probe_url == "http://127.0.0.1:80/"
+    assert settings.services.metrics_url == ""  # ml_analyzer's variables unknown here: no metrics assumed
+    assert settings.alerts.response_ms == 500.0
+    assert "/var/log/apache2/*.log {" in rendered["apache2"]
+    assert "OnUnitActiveSec=1min" in rendered["performance_monitor.timer"]
+    placed = render(
+        tmp_path / "placed",
+        "monitoring",
+        MONITORING_TEMPLATES,
+        {
+            "apache_listen_address": "10.0.0.7",
+            "apache_http_port": 8080,
+            "apache_access_log": "/srv/logs/access.log",
+            "ml_analyzer_metrics_listen": "10.0.0.7:9464",
+            "monitoring_webhook_url": "https://alerts.example.net/hook",
+        },
+    )
+    (tmp_path / "placed.toml").write_text(placed["monitoring.toml"])
+    settings = load_monitoring(tmp_path / "placed.toml")
+    assert settings.services.probe_url == "http://10.0.0.7:8080/"
+    assert settings.services.metrics_url == "http://10.0.0.7:9464/metrics"
+    assert settings.logs.access_log == "/srv/logs/access.log"
+    assert settings.alerts.webhook_url == "https://alerts.example.net/hook"
+    assert "/srv/logs/*.log /var/log/apache2/*.log {" in placed["apache2"]
