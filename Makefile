@@ -43,8 +43,9 @@ lint: venv ## yamllint, ansible-lint (production profile), ruff
 unit: venv ## Unit tests
 	pytest
 
-molecule: host-deps venv ## Molecule scenarios (Debian 12 docroot mode, Debian 13 proxy mode, two-node cluster)
+molecule: host-deps venv ## Molecule scenarios (Debian 12 docroot mode, Debian 13 proxy mode, two-node cluster); vagrant: syntax only
 	@set -e; for s in $(SCENARIOS); do molecule test -s $$s; done
+	molecule syntax -s vagrant
 
 wheel: venv ## Build the mlwaf wheel into dist/ (for ml_analyzer_wheel on air-gapped controllers)
 	SOURCE_DATE_EPOCH=315532800 $(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .

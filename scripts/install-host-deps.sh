@@ -4,9 +4,10 @@
 # for the benchmarks, redis-server for the unit tests of the shared tracker
 # (they start their own on a Unix socket; the packaged service is stopped, so
 # that it never holds a port the test hosts want) and geoip-database for the
-# unit tests of the country lookup.
+# unit tests of the country lookup, and vagrant (without a hypervisor: its
+# recommends are left out) for the syntax check of the vagrant scenario.
 set -euo pipefail
-packages=(debootstrap systemd-container openssh-client iproute2 wrk redis-server geoip-database)
+packages=(debootstrap systemd-container openssh-client iproute2 wrk redis-server geoip-database vagrant)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,7 +19,7 @@ if [[ $EUID -ne 0 ]]; then
 fi
 echo "install-host-deps: installing ${missing[*]}"
 DEBIAN_FRONTEND=noninteractive apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 if [[ " ${missing[*]} " == *" redis-server "* ]] && command -v systemctl >/dev/null; then
   systemctl disable --now redis-server.service >/dev/null 2>&1 || true
 fi

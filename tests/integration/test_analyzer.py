@@ -35,14 +35,16 @@ def test_analyzer_unit_is_hardened(host) -> None:
         line.split("=", 1)
         for line in host.run(
             "systemctl show mlwaf-analyzer -p ProtectSystem -p NoNewPrivileges -p PrivateTmp "
-            "-p RestrictAddressFamilies -p MemoryMax -p PrivateNetwork"
+            "-p RestrictAddressFamilies -p MemoryMax -p IPAddressDeny -p IPAddressAllow"
         ).stdout.splitlines()
     )
     assert props["ProtectSystem"] == "strict"
     assert props["NoNewPrivileges"] == "yes"
     assert props["PrivateTmp"] == "yes"
-    assert props["PrivateNetwork"] == "yes"
-    assert props["RestrictAddressFamilies"] == "AF_UNIX"
+    # the host's network for the metrics endpoint on the loopback, and nothing else
+    assert props["RestrictAddressFamilies"] == "AF_INET AF_INET6 AF_UNIX"
+    assert props["IPAddressDeny"] == "0.0.0.0/0 ::/0"
+    assert set(props["IPAddressAllow"].split()) == {"127.0.0.0/8", "::1/128"}
     assert props["MemoryMax"] != "infinity"
 
 

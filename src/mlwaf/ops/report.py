@@ -165,16 +165,16 @@ def charts(data: Data, since: float, until: float, out: Path) -> list[dict[str, 
 
     figure, axis = plt.subplots(figsize=(9, 4))
     for q in (50, 95, 99):
-        axis.plot(x, [percentile([a.ms for a in per[s]], q) for s in slots], label=f"Apache p{q}")
-    axis.plot(x, [percentile(ml_per[s], 95) for s in slots], label="ML p95 (round trip)", linestyle="--")
+        axis.plot(x, [percentile([a.ms for a in per[s]], q) for s in slots], label=f"Apache p{q}", marker=".")
+    axis.plot(x, [percentile(ml_per[s], 95) for s in slots], label="ML p95 (round trip)", linestyle="--", marker=".")
     axis.set_ylabel("milliseconds")
     axis.legend()
     figure.autofmt_xdate()
     save(figure, "latency.png", "Latency percentiles over time")
 
     figure, axis = plt.subplots(figsize=(9, 4))
-    axis.plot(x, [len(per[s]) / step for s in slots], label="requests/s")
-    axis.plot(x, [sum(1 for a in per[s] if a.blocked_by) / step for s in slots], label="blocked/s")
+    axis.plot(x, [len(per[s]) / step for s in slots], label="requests/s", marker=".")
+    axis.plot(x, [sum(1 for a in per[s] if a.blocked_by) / step for s in slots], label="blocked/s", marker=".")
     axis.set_ylabel(f"per second ({step:.0f} s buckets)")
     axis.legend()
     figure.autofmt_xdate()
