@@ -147,13 +147,10 @@ class Metrics:
             info.add_metric([model.name, model.version, model.runtime], 1.0)
         yield info
 
-    def exposition(self) -> bytes:
+    def registry(self) -> CollectorRegistry:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self)
-        return generate_latest(registry)
-
-    def describe(self) -> list[Metric]:
-        return []
+        return registry
 
 
 SCALARS = ("ms_sum", "status_reports", "fallbacks", "redis_down", "workers", "load_s", "started")
@@ -163,7 +160,7 @@ def write_textfile(metrics: Metrics, path: str) -> None:
     """The exposition in ``path``, replaced atomically (node_exporter must never read half a file)."""
     temporary = f"{path}.{os.getpid()}.tmp"
     with open(temporary, "wb") as handle:
-        handle.write(metrics.exposition())
+        handle.write(generate_latest(metrics.registry()))
     os.replace(temporary, path)
 
 
@@ -171,10 +168,8 @@ def serve_metrics(metrics: Metrics, listen: str, textfile: str) -> None:
     """The metrics process: answer scrapes on ``listen`` and keep ``textfile`` fresh (either may be empty)."""
     if listen:
         host, port = parse_listen(listen)
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(metrics)
         try:
-            start_http_server(port, addr=host, registry=registry)
+            start_http_server(port, addr=host, registry=metrics.registry())
         except OSError as exc:  # said once; a restart would not free the address
             print(f"mlwaf: no metrics endpoint: cannot listen on {listen}: {exc.strerror}", file=sys.stderr, flush=True)
     while True:

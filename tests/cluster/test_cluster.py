@@ -125,6 +125,22 @@ def test_one_client_spread_over_both_nodes_is_one_client() -> None:
         assert {r.get("family") for d in blocked for r in d.get("reasons", [])} & {"flood"}
 
 
+def test_a_distributed_flood_over_both_nodes_is_seen_whole() -> None:
+    """60 sources at 0.6 requests a second each on one page: 36 a second in all, 18 on each node,
+    under the endpoint's fresh limit (20 a second) on either node alone; the nodes count the
+    endpoint's requests in Redis, see 36 and refuse the sources (after their 5th request)."""
+    sources = [f"127.6.0.{i}" for i in range(1, 61)]
+    rate, started, statuses = 36.0, time.monotonic(), []
+    for i in range(int(rate * 10)):
+        time.sleep(max(0.0, started + i / rate - time.monotonic()))
+        statuses.append(get(f"/search.php?q=lamp{i}", source=sources[i % len(sources)])[0])
+    late = statuses[len(sources) * 4 :]  # each source's 5th and 6th request
+    assert late.count(429) >= 0.9 * len(late), Counter(late)
+    for name in NODES:
+        refused = [d for d in decisions(node(name), "distributed-flood") if d["client_ip"] in sources]
+        assert refused, f"{name} never refused the flood: the endpoint's rate is shared"
+
+
 @pytest.fixture
 def one_node_down() -> Iterator[None]:
     waf1 = node("mlwaf-waf1")

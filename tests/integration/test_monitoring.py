@@ -46,6 +46,7 @@ def test_monitor_reports_what_was_sent(host, sent: float) -> None:
     assert dict(view["top_families"])["attack/cmdi"] == 2
     assert view["ml_ms"]["scored"] >= 12  # the harmless ones and the two the model blocked
     assert view["ml_ms"]["p50"] > 0
+    assert view["unanswered"] == 0
     assert view["latency_ms"]["p99"] > 0
     assert view["health"]["healthy"], view["health"]["line"]
     assert run.rc == 0

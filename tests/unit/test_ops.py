@@ -14,7 +14,17 @@ from pathlib import Path
 import pytest
 
 from mlwaf.config import ConfigError
-from mlwaf.ops.logs import Tally, entries, parse_access, parse_decision, parse_performance, recent, rotated
+from mlwaf.ops.logs import (
+    LogError,
+    Tally,
+    entries,
+    parse_access,
+    parse_decision,
+    parse_fallback,
+    parse_performance,
+    recent,
+    rotated,
+)
 from mlwaf.ops.monitor import render, snapshot
 from mlwaf.ops.perfcheck import Alert, evaluate, metric_line, send_webhook
 from mlwaf.ops.report import ReportError, parse_when, write_report
@@ -123,7 +133,12 @@ def logs(tmp_path: Path) -> MonitoringSettings:
         + decision_line(NOW - 3, "log", family="xss") + "{broken\n"
     )  # fmt: skip
     return MonitoringSettings(
-        logs=Logs(access_log=str(access), performance_log=str(perf), decision_log=str(decisions)),
+        logs=Logs(
+            access_log=str(access),
+            performance_log=str(perf),
+            decision_log=str(decisions),
+            fallback_log=str(tmp_path / "ml_fallback.log"),
+        ),
         services=Services(metrics_url=""),
     )
 
@@ -143,7 +158,8 @@ def test_monitor_counts_what_the_logs_say(logs: MonitoringSettings) -> None:
     assert view["ml_ms"]["p50"] == pytest.approx(0.35)
     assert view["top_families"][0] == ("attack/sqli", 2)
     assert ("198.51.100.7", 3) in view["top_blocked_clients"]
-    assert view["skipped_lines"] == {"access": 1, "performance": 1, "decisions": 1}
+    assert view["skipped_lines"] == {"access": 1, "performance": 1, "decisions": 1, "fallbacks": 0}
+    assert view["unanswered"] == 0
     screen = render(view)
     assert "rules (CRS) 3" in screen
     assert "attack/xss" in screen
@@ -192,8 +208,8 @@ def test_thresholds() -> None:
     assert evaluate(quiet, settings) == []  # little traffic is only news when traffic is expected
     expected = replace(settings, alerts=Alerts(traffic_expected=True))
     assert [a.name for a in evaluate(quiet, expected)] == ["requests_per_s"]
-    down = {**FIGURES, "status": 0, "analyzer_up": 0.0}
-    assert {a.name for a in evaluate(down, settings)} == {"probe", "analyzer_up"}
+    down = {**FIGURES, "status": 0, "analyzer_up": 0.0, "logs_readable": 0.0, "unanswered_rate": 0.2}
+    assert {a.name for a in evaluate(down, settings)} == {"probe", "analyzer_up", "logs_readable", "unanswered_rate"}
     line = metric_line(FIGURES, NOW)
     assert line.startswith("2026-")
     assert "response_ms=12 " in line
@@ -240,3 +256,28 @@ def test_settings_file(tmp_path: Path) -> None:
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):
             load_monitoring(path)
+
+
+def test_unanswered_requests(tmp_path: Path) -> None:
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(NOW - 5))
+    line = f'[{when}] aBc 192.0.2.4 "GET /s?q=1 HTTP/1.1" 200 analyzer unavailable: timeout, fail-open\n'
+    entry = parse_fallback(line)
+    assert entry is not None
+    assert (entry.ts, entry.client, entry.status, entry.reason) == (NOW - 5, "192.0.2.4", 200, "timeout")
+    assert parse_fallback(line.replace("fail-open", "fail-sideways")) is None
+    assert parse_fallback(line.replace(when, "2026-13-45 99:00:00")) is None
+    settings = MonitoringSettings(logs=Logs(
+        access_log=str(tmp_path / "a"), performance_log=str(tmp_path / "p"), decision_log=str(tmp_path / "d"),
+        fallback_log=str(tmp_path / "ml_fallback.log"),
+    ))  # fmt: skip
+    (tmp_path / "ml_fallback.log").write_text(line * 3 + "half a line")
+    view = snapshot(settings, NOW - 60, NOW, health=False)
+    assert view["unanswered"] == 3
+    assert view["skipped_lines"]["fallbacks"] == 1
+    assert "3 unanswered" in render(view)
+
+
+def test_unreadable_log_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "access.log").mkdir()  # exists, cannot be read as a file (root reads anything else)
+    with pytest.raises(LogError, match="cannot read log"):
+        recent(tmp_path / "access.log", parse_access, Tally(), 0)

@@ -95,3 +95,24 @@ def test_a_flood_spread_over_two_nodes_is_caught_on_both(redis_url) -> None:
     assert 429 in verdicts
     assert node_b.judge(Request("GET", "/", client_ip="192.0.2.77"), T0 + 2).banned == "flood"
     assert node_a.judge(Request("GET", "/", client_ip="192.0.2.77"), T0 + 2).banned == "flood"
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["redis", "node-local"])
+def test_a_distributed_flood_spread_over_two_nodes_counts_at_full_size(redis_url, shared: bool) -> None:
+    """60 sources, 0.5 requests a second each on one page (30 a second in all, over the fresh limit of
+    20), alternating between two nodes: through Redis each node sees 30 a second and refuses them;
+    on their own each sees 15, under the limit."""
+    url, _ = redis_url
+    settings = BehaviourSettings(enabled=True, redis_url=url if shared else "", max_clients=256, redis_timeout=0.5)
+    nodes = (Behaviour(settings), Behaviour(settings))
+    statuses, kinds = [], set()
+    for i in range(300):  # 10 seconds
+        judgement = nodes[i % 2].judge(Request("GET", "/catalog", client_ip=f"198.51.100.{i % 60}"), T0 + i / 30)
+        statuses.append(judgement.status)
+        kinds.update(finding.kind for finding in judgement.findings)
+    if shared:
+        assert "distributed-flood" in kinds
+        assert statuses[-60:].count(429) == 60, "every source refused by the end"
+    else:
+        assert "distributed-flood" not in kinds
+        assert 429 not in statuses

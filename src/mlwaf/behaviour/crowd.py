@@ -113,17 +113,32 @@ class Crowd:
         self.mean[e], self.var[e], self.folded[e] = mean, var, second - 1
         self.limit[e] = max(self.min_rate, mean + self.z * sqrt(var), fence(histogram, self.iqr))
 
-    def add(self, endpoint: int, now: float) -> Surge:
-        """Count one request to an endpoint (its hash) and say how busy the endpoint is."""
+    def add(self, endpoint: int, now: float, shared: list[int] | None = None) -> Surge:
+        """Count one request to an endpoint (its hash) and say how busy the endpoint is. ``shared``:
+        the cluster's counts of the endpoint for the last ``span`` seconds, oldest first, this
+        request included (RedisTracker.crowd_counts); they stand for this node's where larger."""
         e, second = endpoint % ENDPOINTS, int(now)
         slot = second % SLOTS
         with self._locks[e % LOCKS]:
+            if shared is not None:  # before the fold: the seconds it learns are the cluster's
+                for past, count in zip(range(second - len(shared) + 1, second), shared, strict=False):
+                    self._merge(e, past, count)
             if self.seconds[e, slot] != second:
                 self._fold(e, second)
                 self.seconds[e, slot], self.counts[e, slot] = second, 0
             self.counts[e, slot] += 1
+            if shared is not None:
+                self.counts[e, slot] = max(int(self.counts[e, slot]), shared[-1])
             recent = self.counts[e][self.seconds[e] > second - self.span].sum()
             return Surge(float(recent) / self.span, float(self.limit[e]))
+
+    def _merge(self, e: int, second: int, count: int) -> None:
+        """Take the cluster's count for a past second where it is larger than this node's own."""
+        slot = second % SLOTS
+        if self.seconds[e, slot] == second:
+            self.counts[e, slot] = max(int(self.counts[e, slot]), count)
+        elif self.seconds[e, slot] < second and count and second > self.folded[e]:
+            self.seconds[e, slot], self.counts[e, slot] = second, count
 
     def save(self, path: Path) -> None:
         """Write the baseline (mean, variance, histogram, limit, last learned second per endpoint)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from mlwaf.behaviour.crowd import Crowd
+from mlwaf.behaviour.crowd import ENDPOINTS, Crowd
 from mlwaf.behaviour.detect import PROFILES, Finding, Policy
 from mlwaf.behaviour.features import Features, compute
 from mlwaf.behaviour.geo import open_geo
@@ -115,7 +115,9 @@ class Behaviour:
         judgement = Judgement(self.shown(client))
         event = event_of(request, now, self.login, self.country(request.client_ip))
         history = self.tracker.record(client, event)
-        surge = self.crowd.add(int(history["path"][-1]), now)  # the request's path hash, as just recorded
+        endpoint = int(history["path"][-1]) % ENDPOINTS  # the request's path hash, as just recorded
+        shared = self.tracker.crowd_counts(endpoint, int(now), self.crowd.span)  # None: node-local
+        surge = self.crowd.add(endpoint, now, shared)
         ban = self.tracker.banned(client, now)
         if ban is not None:
             judgement.status, judgement.banned = ban[0], KINDS[ban[1]]

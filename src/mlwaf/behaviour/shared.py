@@ -8,6 +8,13 @@ skeleton (the similarity of consecutive requests is computed here, with
 RapidFuzz, not in Redis), then one script that appends the record, trims the
 list to the history depth, refreshes the expiry and returns the history.
 
+The per-endpoint counts behind the distributed-flood test are shared too: a
+hash per second (``<prefix>c:<second>``, endpoint bucket to requests, kept a
+few seconds), one pipelined round trip per request that counts it and reads
+the endpoint's last seconds. Every node then judges, and learns its
+baseline from, the whole cluster's rate of the endpoint, so a flood spread
+over the nodes counts once at its full size.
+
 ``FallbackTracker`` puts the local tracker behind it: when Redis does not
 answer (within ``timeout``), the analyzer goes on with node-local state, says
 so in its log (at once, then once a minute while it lasts), tries Redis again
@@ -23,6 +30,7 @@ from typing import Any
 import numpy as np
 import redis
 
+from mlwaf.behaviour.crowd import SLOTS
 from mlwaf.behaviour.tracker import RECORD, SKELETON_BYTES, Event, LocalTracker, client_key, row, short_hash
 
 _RECORD_SCRIPT = """
@@ -45,6 +53,7 @@ end
 return 0
 """
 _STATUS = np.dtype("<u2")
+CROWD_KEEP_S = SLOTS + 2
 
 
 class RedisTracker:
@@ -93,6 +102,18 @@ class RedisTracker:
         code = np.array([min(max(status, 0), 999)], dtype=_STATUS).tobytes()
         return bool(self._status(keys=[rows], args=[rid, code]))
 
+    def crowd_counts(self, endpoint: int, second: int, span: int) -> list[int]:
+        """Count one request to an endpoint bucket in ``second``; the cluster's counts of that bucket
+        for the last ``span`` seconds, oldest first (this request included)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for past in range(second - span + 1, second):
+            pipe.hget(f"{self.prefix}c:{past}", endpoint)
+        key = f"{self.prefix}c:{second}"
+        pipe.hincrby(key, endpoint, 1)
+        pipe.expire(key, CROWD_KEEP_S)
+        counts = pipe.execute()
+        return [int(count or 0) for count in counts[:-1]]
+
     def clients(self, now: float) -> int:
         """Clients with a history in Redis (every node's); ``now`` is unused (Redis expires them)."""
         return sum(1 for _ in self.redis.scan_iter(match=f"{self.prefix}h:*", count=1000))
@@ -139,6 +160,9 @@ class FallbackTracker:
 
     def set_status(self, client: str, request_id: str, status: int) -> bool:
         return self._call("set_status", client, request_id, status)
+
+    def crowd_counts(self, endpoint: int, second: int, span: int) -> list[int] | None:
+        return self._call("crowd_counts", endpoint, second, span)
 
     def clients(self, now: float) -> int:
         return self._call("clients", now)

@@ -204,6 +204,10 @@ class LocalTracker:
     def _lock(self, key: int) -> Lock:
         return self._locks[(key % self.buckets) % LOCKS]
 
+    def crowd_counts(self, endpoint: int, second: int, span: int) -> list[int] | None:
+        """No cluster to ask: the crowd counts on its own (see RedisTracker.crowd_counts)."""
+        return None
+
     def ban(self, client: str, until: float, status: int, kind: int) -> bool:
         """Answer the client's requests with ``status`` until ``until`` (``kind``: the caller's code
         for why). Only a tracked client can be banned; the ban goes when its slot does."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +24,10 @@ from mlwaf.files import text_lines
 _QUOTED = r'"((?:[^"\\]|\\.)*)"'
 ACCESS = re.compile(rf"^(\S+) \S+ \S+ \[([^\]]+)\] {_QUOTED} (\d{{3}}) (\S+) {_QUOTED} {_QUOTED} (\d+)(?: (\S+))?$")
 BLOCK_STATUSES = (403, 429, 503)
+# ml_fallback.log: [%Y-%m-%d %H:%M:%S] UNIQUE_ID %a "%r" %>s analyzer unavailable: <why>, fail-open|closed
+FALLBACK = re.compile(
+    rf"^\[([\d-]+ [\d:]+)\] \S+ (\S+) {_QUOTED} (\d{{3}}) analyzer unavailable: (.*), fail-(?:open|closed)$"
+)
 
 
 class Timed(Protocol):
@@ -85,6 +88,28 @@ class Decision:
     @property
     def family(self) -> str:
         return self.reasons[0][1] if self.reasons else "none"
+
+
+@dataclass(frozen=True)
+class Unanswered:
+    """A request the bridge could not get an answer for (ml_fallback.log)."""
+
+    ts: float
+    client: str
+    status: int
+    reason: str
+
+
+def parse_fallback(line: str) -> Unanswered | None:
+    match = FALLBACK.match(line.rstrip("\n"))
+    if not match:
+        return None
+    when, client, _request, status, reason = match.groups()
+    try:
+        ts = datetime.strptime(when, "%Y-%m-%d %H:%M:%S").timestamp()  # Apache writes local time
+    except ValueError:
+        return None
+    return Unanswered(ts, client, int(status), reason)
 
 
 def parse_access(line: str) -> Access | None:
@@ -176,7 +201,8 @@ def entries(
 
 def recent(path: Path, parse: Callable[[str], E | None], tally: Tally, since: float) -> list[E]:
     """The entries of the current file from ``since`` on, read backwards from its end in growing
-    chunks (the live monitor must not read a day of log every few seconds)."""
+    chunks (the live monitor must not read a day of log every few seconds). A missing file has
+    none; one that cannot be read raises LogError."""
     try:
         size = path.stat().st_size
     except OSError:
@@ -184,9 +210,12 @@ def recent(path: Path, parse: Callable[[str], E | None], tally: Tally, since: fl
     chunk = 1 << 20
     while True:
         start = max(0, size - chunk)
-        with path.open("rb") as handle:
-            handle.seek(start)
-            data = handle.read(size - start).decode("utf-8", "replace")
+        try:
+            with path.open("rb") as handle:
+                handle.seek(start)
+                data = handle.read(size - start).decode("utf-8", "replace")
+        except OSError as exc:
+            raise LogError(f"cannot read log {path}: {exc.strerror}") from None
         lines = data.splitlines()
         if start > 0 and lines:
             lines = lines[1:]  # the first one is probably cut
@@ -208,10 +237,3 @@ def percentile(values: list[float], q: float) -> float:
     low = math.floor(rank)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def modified(path: Path) -> float:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return 0.0

@@ -11,7 +11,17 @@ from pathlib import Path
 from typing import TextIO
 
 from mlwaf.ops.health import check
-from mlwaf.ops.logs import Access, Decision, Tally, parse_access, parse_decision, parse_performance, percentile, recent
+from mlwaf.ops.logs import (
+    Access,
+    Decision,
+    Tally,
+    parse_access,
+    parse_decision,
+    parse_fallback,
+    parse_performance,
+    percentile,
+    recent,
+)
 from mlwaf.ops.settings import MonitoringSettings
 
 TOP = 5
@@ -29,13 +39,14 @@ def _share(part: int, whole: int) -> float:
 def snapshot(settings: MonitoringSettings, since: float, now: float | None = None, health: bool = True) -> dict:
     """The figures the monitor shows, for the entries from ``since`` on (machine-readable, ``--json``)."""
     now = time.time() if now is None else now
-    logs, tallies = settings.logs, {name: Tally() for name in ("access", "performance", "decisions")}
+    logs, tallies = settings.logs, {name: Tally() for name in ("access", "performance", "decisions", "fallbacks")}
     agent = settings.services.probe_user_agent
     access: list[Access] = [
         a for a in recent(Path(logs.access_log), parse_access, tallies["access"], since) if a.user_agent != agent
     ]
     timings = recent(Path(logs.performance_log), parse_performance, tallies["performance"], since)
     decisions: list[Decision] = recent(Path(logs.decision_log), parse_decision, tallies["decisions"], since)
+    unanswered = recent(Path(logs.fallback_log), parse_fallback, tallies["fallbacks"], since)
     blocked = Counter(a.blocked_by for a in access if a.blocked_by)
     ml_blocks = [d for d in decisions if d.verdict == "block"]
     by_model = Counter(d.model for d in ml_blocks)
@@ -59,6 +70,7 @@ def snapshot(settings: MonitoringSettings, since: float, now: float | None = Non
         "flagged": sum(1 for d in decisions if d.verdict == "log"),
         "latency_ms": _percentiles([a.ms for a in access]),
         "ml_ms": {**_percentiles([t.ms for t in timings]), "scored": len(timings)},
+        "unanswered": len(unanswered),  # the analyzer did not answer in time: fail-open or fail-closed
         "top_families": Counter(f"{d.model}/{d.family}" for d in decisions if d.reasons).most_common(TOP),
         "top_blocked_clients": Counter(a.client for a in access if a.blocked_by).most_common(TOP),
         "recent_decisions": [
@@ -87,7 +99,7 @@ def render(view: dict) -> str:
         f"flagged    {view['flagged']} (logged, passed)",
         f"latency    p50 {lat['p50']:.1f} ms  p95 {lat['p95']:.1f} ms  p99 {lat['p99']:.1f} ms (Apache, %D)",
         f"ML time    p50 {ml['p50']:.2f} ms  p95 {ml['p95']:.2f} ms  p99 {ml['p99']:.2f} ms "
-        f"({ml['scored']} scored, bridge round trip)",
+        f"({ml['scored']} scored, bridge round trip; {view['unanswered']} unanswered)",
         "top families     " + (", ".join(f"{f} {n}" for f, n in view["top_families"]) or "-"),
         "top blocked      " + (", ".join(f"{c} {n}" for c, n in view["top_blocked_clients"]) or "-"),
         "recent decisions" + ("" if view["recent_decisions"] else "  -"),

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from mlwaf.ops.canary import run_canaries
 from mlwaf.ops.health import probe, scrape
-from mlwaf.ops.logs import Tally, parse_access, parse_performance, percentile, recent
+from mlwaf.ops.logs import LogError, Tally, parse_access, parse_fallback, parse_performance, percentile, recent
 from mlwaf.ops.settings import MonitoringSettings
 
 SEVERITIES = {"warning": syslog.LOG_WARNING, "error": syslog.LOG_ERR, "critical": syslog.LOG_CRIT}
@@ -76,12 +76,17 @@ def measure(settings: MonitoringSettings, state: dict, now: float) -> dict[str, 
     since = float(state.get("ts", now - FIRST_INTERVAL_S))
     interval = max(now - since, 1.0)
     status, response_ms = probe(services.probe_url, services.probe_user_agent, services.probe_timeout)
-    access = [
-        a
-        for a in recent(Path(logs.access_log), parse_access, Tally(), since)
-        if a.user_agent != services.probe_user_agent
-    ]
-    timings = [t.ms for t in recent(Path(logs.performance_log), parse_performance, Tally(), since)]
+    try:
+        access = [
+            a
+            for a in recent(Path(logs.access_log), parse_access, Tally(), since)
+            if a.user_agent != services.probe_user_agent
+        ]
+        timings = [t.ms for t in recent(Path(logs.performance_log), parse_performance, Tally(), since)]
+        unanswered = len(recent(Path(logs.fallback_log), parse_fallback, Tally(), since))
+        readable = 1.0
+    except LogError:
+        access, timings, unanswered, readable = [], [], 0, 0.0
     busy, total = cpu_times()
     last_busy, last_total = state.get("cpu", (0.0, 0.0))
     figures: dict[str, float] = {
@@ -89,6 +94,7 @@ def measure(settings: MonitoringSettings, state: dict, now: float) -> dict[str, 
         "status": status,
         "requests_per_s": round(len(access) / interval, 2),
         "error_rate": round(sum(1 for a in access if a.status >= 500) / len(access), 4) if access else 0.0,
+        "unanswered_rate": round(unanswered / (len(timings) + unanswered), 4) if unanswered else 0.0,
         "cpu": round((busy - last_busy) / max(total - last_total, 1.0), 3),
         "memory": round(memory_used(), 3),
         "disk": round(max((_disk(p) for p in settings.alerts.disk_paths), default=0.0), 3),
@@ -96,6 +102,7 @@ def measure(settings: MonitoringSettings, state: dict, now: float) -> dict[str, 
         "ml_ms_p50": round(percentile(timings, 50), 3),
         "ml_ms_p95": round(percentile(timings, 95), 3),
         "analyzer_up": 1.0,
+        "logs_readable": readable,
     }
     try:
         canaries = run_canaries(services.socket)
@@ -135,10 +142,12 @@ def evaluate(figures: dict[str, float], settings: MonitoringSettings) -> list[Al
             Alert("critical", "probe", figures["status"], 500, f"probe answered {figures['status'] or 'nothing'}")
         )
     below("analyzer_up", 1, "critical", "analyzer not answering on its socket:")
+    below("logs_readable", 1, "error", "access or performance log unreadable (permissions?):")
     above("response_ms", limits.response_ms, "warning", "response time (ms)")
     if limits.traffic_expected:
         below("requests_per_s", limits.min_requests_per_s, "warning", "requests per second")
     above("error_rate", limits.error_rate, "error", "error rate (5xx share)")
+    above("unanswered_rate", limits.unanswered_rate, "error", "share of requests the analyzer did not answer in time")
     below("detection_rate", limits.detection_rate, "critical", "canary detection rate")
     above("false_positive_rate", limits.false_positive_rate, "critical", "canary false-positive rate")
     above("cpu", limits.cpu, "warning", "CPU use")

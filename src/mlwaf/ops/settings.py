@@ -40,6 +40,7 @@ class Alerts:
     min_requests_per_s: float = 100.0
     traffic_expected: bool = False  # alert on too little traffic only when some is expected
     error_rate: float = 0.05
+    unanswered_rate: float = 0.01  # requests the bridge passed (or refused) without the analyzer's answer
     detection_rate: float = 0.90
     false_positive_rate: float = 0.10
     cpu: float = 0.80
