@@ -272,6 +272,7 @@ def main() -> int:
         for stack in stacks:
             label, extra = STACKS[stack]
             took = converge(args.scenario, extra, log)
+            target.run("systemctl stop performance_monitor.timer || true")  # its probes are not the mix
             print(f"{label}: converged in {took:.0f} s, measuring", file=sys.stderr)
             results += [{"stack": stack, **row} for row in bench_stack(target, args)]
         if stacks[-1] != "crs_ml":

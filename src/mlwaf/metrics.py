@@ -31,6 +31,8 @@ ACTIONS = ("block", "log")
 BUCKETS_MS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0)
 OTHER = ("other", "other")
 TEXTFILE_EVERY_S = 15
+# single values per row: summed over the workers, or (workers, load_s, started) the parent's
+SCALARS = ("ms_sum", "status_reports", "fallbacks", "redis_down", "workers", "load_s", "started")
 
 
 @dataclass(frozen=True)
@@ -151,9 +153,6 @@ class Metrics:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self)
         return registry
-
-
-SCALARS = ("ms_sum", "status_reports", "fallbacks", "redis_down", "workers", "load_s", "started")
 
 
 def write_textfile(metrics: Metrics, path: str) -> None:
