@@ -16,6 +16,7 @@ import pytest
 from mlwaf.config import ConfigError
 from mlwaf.ops.logs import (
     LogError,
+    Tail,
     Tally,
     entries,
     parse_access,
@@ -281,3 +282,23 @@ def test_unreadable_log_is_an_error_not_a_crash(tmp_path: Path) -> None:
     (tmp_path / "access.log").mkdir()  # exists, cannot be read as a file (root reads anything else)
     with pytest.raises(LogError, match="cannot read log"):
         recent(tmp_path / "access.log", parse_access, Tally(), 0)
+
+
+def test_the_live_monitor_reads_only_what_was_appended(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    log.write_text(access_line(NOW - 100) + access_line(NOW - 10))
+    tally = Tally()
+    tail = Tail(log, parse_access, tally)
+    assert [e.ts for e in tail.since(NOW - 60)] == [NOW - 10]
+    with log.open("a") as handle:
+        handle.write(access_line(NOW - 5) + "garbage\n" + access_line(NOW - 1)[:20])  # the last one half written
+    assert [e.ts for e in tail.since(NOW - 60)] == [NOW - 10, NOW - 5]
+    with log.open("a") as handle:
+        handle.write(access_line(NOW - 1)[20:])
+    assert [e.ts for e in tail.since(NOW - 8)] == [NOW - 5, NOW - 1]
+    assert tally.skipped == 1
+    log.rename(tmp_path / "access.log.1")  # rotated: a new, shorter file
+    log.write_text(access_line(NOW))
+    assert [e.ts for e in tail.since(NOW - 8)] == [NOW]
+    log.unlink()
+    assert tail.since(0) == []

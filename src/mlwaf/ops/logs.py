@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -226,6 +227,52 @@ def recent(path: Path, parse: Callable[[str], E | None], tally: Tally, since: fl
             tally.skipped += len(parsed) - len(found)
             return [e for e in found if e.ts >= since]
         chunk *= 4
+
+
+class Tail:
+    """A log's entries from some time on, kept between calls: the first call reads backwards from the
+    end (``recent``), later ones parse only what was appended since, and start over after a rotation
+    (another file, or a shorter one). What the live monitor reads every few seconds."""
+
+    def __init__(self, path: Path, parse: Callable[[str], E | None], tally: Tally) -> None:
+        self.path, self.parse, self.tally = path, parse, tally
+        self.entries: deque[E] = deque()
+        self.inode, self.offset, self.partial = -1, 0, ""
+
+    def since(self, since: float) -> list[E]:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            self.entries.clear()
+            self.inode = -1
+            return []
+        if stat.st_ino != self.inode or stat.st_size < self.offset:
+            self.entries = deque(recent(self.path, self.parse, self.tally, since))
+            self.inode, self.offset, self.partial = stat.st_ino, stat.st_size, ""
+        elif stat.st_size > self.offset:
+            self._read_to(stat.st_size)
+        while self.entries and self.entries[0].ts < since:
+            self.entries.popleft()
+        return list(self.entries)
+
+    def _read_to(self, size: int) -> None:
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read(size - self.offset)
+        except OSError as exc:
+            raise LogError(f"cannot read log {self.path}: {exc.strerror}") from None
+        self.offset += len(data)
+        lines = (self.partial + data.decode("utf-8", "replace")).split("\n")
+        self.partial = lines.pop()  # a line still being written
+        for line in lines:
+            if line.strip():
+                entry = self.parse(line)
+                if entry is None:
+                    self.tally.skipped += 1
+                else:
+                    self.tally.read += 1
+                    self.entries.append(entry)
 
 
 def percentile(values: list[float], q: float) -> float:

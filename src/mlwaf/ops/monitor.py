@@ -14,13 +14,13 @@ from mlwaf.ops.health import check
 from mlwaf.ops.logs import (
     Access,
     Decision,
+    Tail,
     Tally,
     parse_access,
     parse_decision,
     parse_fallback,
     parse_performance,
     percentile,
-    recent,
 )
 from mlwaf.ops.settings import MonitoringSettings
 
@@ -36,17 +36,34 @@ def _share(part: int, whole: int) -> float:
     return round(part / whole, 4) if whole else 0.0
 
 
-def snapshot(settings: MonitoringSettings, since: float, now: float | None = None, health: bool = True) -> dict:
-    """The figures the monitor shows, for the entries from ``since`` on (machine-readable, ``--json``)."""
+class Followed:
+    """The logs the monitor reads, followed from one snapshot to the next."""
+
+    def __init__(self, settings: MonitoringSettings) -> None:
+        logs = settings.logs
+        self.tallies = {name: Tally() for name in ("access", "performance", "decisions", "fallbacks")}
+        self.access = Tail(Path(logs.access_log), parse_access, self.tallies["access"])
+        self.timings = Tail(Path(logs.performance_log), parse_performance, self.tallies["performance"])
+        self.decisions = Tail(Path(logs.decision_log), parse_decision, self.tallies["decisions"])
+        self.unanswered = Tail(Path(logs.fallback_log), parse_fallback, self.tallies["fallbacks"])
+
+
+def snapshot(
+    settings: MonitoringSettings,
+    since: float,
+    now: float | None = None,
+    health: bool = True,
+    logs: Followed | None = None,
+) -> dict:
+    """The figures the monitor shows, for the entries from ``since`` on (machine-readable, ``--json``);
+    ``logs``: the followed logs of the previous snapshot, if any."""
     now = time.time() if now is None else now
-    logs, tallies = settings.logs, {name: Tally() for name in ("access", "performance", "decisions", "fallbacks")}
-    agent = settings.services.probe_user_agent
-    access: list[Access] = [
-        a for a in recent(Path(logs.access_log), parse_access, tallies["access"], since) if a.user_agent != agent
-    ]
-    timings = recent(Path(logs.performance_log), parse_performance, tallies["performance"], since)
-    decisions: list[Decision] = recent(Path(logs.decision_log), parse_decision, tallies["decisions"], since)
-    unanswered = recent(Path(logs.fallback_log), parse_fallback, tallies["fallbacks"], since)
+    logs = Followed(settings) if logs is None else logs
+    tallies, agent = logs.tallies, settings.services.probe_user_agent
+    access: list[Access] = [a for a in logs.access.since(since) if a.user_agent != agent]
+    timings = logs.timings.since(since)
+    decisions: list[Decision] = logs.decisions.since(since)
+    unanswered = logs.unanswered.since(since)
     blocked = Counter(a.blocked_by for a in access if a.blocked_by)
     ml_blocks = [d for d in decisions if d.verdict == "block"]
     by_model = Counter(d.model for d in ml_blocks)
@@ -124,10 +141,11 @@ def run(
     out: TextIO = sys.stdout,
 ) -> int:
     """Show snapshots until interrupted (or one, with ``once``: exit status 1 when unhealthy)."""
+    logs = Followed(settings)
     try:
         while True:
             now = time.time()
-            view = snapshot(settings, since if since is not None else now - window, now)
+            view = snapshot(settings, since if since is not None else now - window, now, logs=logs)
             text = json.dumps(view) if as_json else render(view)
             if once:
                 print(text, file=out)
