@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import threading
 import time
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from mlwaf.config import ConfigError
+from mlwaf.ops.canary import ATTACKS
 from mlwaf.ops.logs import (
     LogError,
     Tail,
@@ -27,7 +30,7 @@ from mlwaf.ops.logs import (
     rotated,
 )
 from mlwaf.ops.monitor import render, snapshot
-from mlwaf.ops.perfcheck import Alert, evaluate, metric_line, send_webhook
+from mlwaf.ops.perfcheck import evaluate, metric_line, run_check
 from mlwaf.ops.report import ReportError, parse_when, write_report
 from mlwaf.ops.settings import Alerts, Logs, MonitoringSettings, Services, load_monitoring
 
@@ -217,27 +220,89 @@ def test_thresholds() -> None:
     assert "detection_rate=1" in line
 
 
-def test_webhook() -> None:
-    received: list[dict] = []
+class Hook(BaseHTTPRequestHandler):
+    """The probe's URL (GET) and the alert webhook (POST, kept in ``received``)."""
 
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
+    received: ClassVar[list[dict]] = []
 
-        def log_message(self, *_: object) -> None:
-            pass
+    def do_POST(self) -> None:
+        self.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
 
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.handle_request, daemon=True).start()
-    alert = Alert("critical", "detection_rate", 0.5, 0.9, "canary detection rate 0.5 < 0.9")
-    assert send_webhook(f"http://127.0.0.1:{server.server_port}/hook", [alert], 5) == ""
-    assert received[0]["alerts"][0]["name"] == "detection_rate"
-    server.server_close()
-    assert (
-        send_webhook(f"http://127.0.0.1:{server.server_port}/hook", [alert], 1) != ""
-    )  # nobody listens: said, not raised
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def fake_analyzer(path: Path) -> socket.socket:
+    """Answers like the analyzer: the canary attacks blocked by the attack model, the rest allowed."""
+    attacks = {value for _, value in ATTACKS}
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen(8)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                value = json.loads(conn.makefile().readline())["args"][0][2]
+                reasons = [{"model": "attack", "family": "x"}] if value in attacks else []
+                conn.sendall(json.dumps({"verdict": "block" if reasons else "allow", "reasons": reasons}).encode())
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+def test_the_webhook_hears_when_alerts_start_and_end(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    sock = tmp_path / "analyzer.sock"
+    settings = MonitoringSettings(
+        logs=Logs(*(str(tmp_path / name) for name in ("access.log", "perf.log", "fallback.log", "d.jsonl", "m.log"))),
+        services=Services(
+            analyzer="", apache="", socket=str(sock), metrics_url="", probe_url=f"{url}/",
+            state_file=str(tmp_path / "state.json"),
+        ),
+        alerts=Alerts(disk_paths=(), webhook_url=f"{url}/hook", cpu=1.0),
+    )  # fmt: skip
+    Hook.received.clear()
+    try:
+        line, alerts = run_check(settings, NOW)  # no analyzer yet
+        assert "analyzer_up=0" in line
+        assert [a.name for a in alerts] == ["analyzer_up"]
+        assert [a["name"] for a in Hook.received[-1]["firing"]] == ["analyzer_up"]
+        run_check(settings, NOW + 60)
+        assert len(Hook.received) == 1, "an alert that goes on is not sent again"
+        listener = fake_analyzer(sock)
+        line, alerts = run_check(settings, NOW + 120)
+        listener.close()
+        assert "detection_rate=1 false_positive_rate=0" in line
+        assert alerts == []
+        assert Hook.received[-1] == {**Hook.received[-1], "firing": [], "resolved": ["analyzer_up"]}
+        sock.unlink()
+        nobody = replace(settings, alerts=replace(settings.alerts, webhook_url=f"http://127.0.0.1:{free_port()}/"))
+        run_check(nobody, NOW + 180)  # the webhook is down: said in syslog, tried again next time
+        assert json.loads((tmp_path / "state.json").read_text())["firing"] == []
+        run_check(settings, NOW + 240)
+        assert [a["name"] for a in Hook.received[-1]["firing"]] == ["analyzer_up"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len((tmp_path / "m.log").read_text().splitlines()) == 5, "one metric line a run"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def test_settings_file(tmp_path: Path) -> None:

@@ -162,10 +162,12 @@ def metric_line(figures: dict[str, float], now: float) -> str:
     return stamp + " " + " ".join(f"{k}={v:g}" for k, v in figures.items())
 
 
-def send_webhook(url: str, alerts: list[Alert], timeout: float) -> str:
-    """POST the alerts as JSON; the error as text, or "" when it was accepted."""
-    body = json.dumps({"host": socket.gethostname(), "ts": time.time(), "alerts": [a.as_dict() for a in alerts]})
-    request = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
+def send_webhook(url: str, firing: list[Alert], resolved: list[str], timeout: float) -> str:
+    """POST what changed (alerts that started, names of those that ended) as JSON; the error as
+    text, or "" when it was accepted."""
+    body = {"host": socket.gethostname(), "ts": time.time(), "firing": [a.as_dict() for a in firing]}
+    body["resolved"] = resolved
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
             answer.read()
@@ -174,17 +176,34 @@ def send_webhook(url: str, alerts: list[Alert], timeout: float) -> str:
     return ""
 
 
+def _state(path: Path) -> dict:
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
 def run_check(settings: MonitoringSettings, now: float | None = None) -> tuple[str, list[Alert]]:
-    """One check: the metric line (also appended to the metrics log) and the alerts raised, already sent."""
+    """One check: the metric line (also appended to the metrics log) and the alerts raised. Every
+    alert goes to syslog each time; the webhook hears of an alert when it starts and when it ends
+    (and again next time, if it could not be told)."""
     now = time.time() if now is None else now
     state_path = Path(settings.services.state_file)
-    try:
-        state = json.loads(state_path.read_text())
-    except (OSError, ValueError):
-        state = {}
-    figures = measure(settings, state if isinstance(state, dict) else {}, now)
+    state = _state(state_path)
+    before = set(state.get("firing", []))
+    figures = measure(settings, state, now)
     line = metric_line(figures, now)
     alerts = evaluate(figures, settings)
+    current = {a.name for a in alerts}
+    state["firing"] = sorted(current)
+    syslog.openlog("mlwaf-alert", syslog.LOG_PID, syslog.LOG_DAEMON)
+    started, ended = [a for a in alerts if a.name not in before], sorted(before - current)
+    if (started or ended) and settings.alerts.webhook_url:
+        error = send_webhook(settings.alerts.webhook_url, started, ended, settings.alerts.webhook_timeout)
+        if error:
+            syslog.syslog(syslog.LOG_ERR, f"ERROR: alert webhook {settings.alerts.webhook_url} failed: {error}")
+            state["firing"] = sorted(before)  # tell it next time
     try:
         state_path.parent.mkdir(parents=True, exist_ok=True)
         temporary = state_path.with_suffix(f".{os.getpid()}")
@@ -194,11 +213,6 @@ def run_check(settings: MonitoringSettings, now: float | None = None) -> tuple[s
             handle.write(line + "\n")
     except OSError as exc:
         alerts.append(Alert("error", "monitor", 0, 0, f"cannot keep the check's state or line: {exc}"))
-    syslog.openlog("mlwaf-alert", syslog.LOG_PID, syslog.LOG_DAEMON)
     for alert in alerts:
         syslog.syslog(SEVERITIES[alert.severity], f"{alert.severity.upper()}: {alert.message}")
-    if alerts and settings.alerts.webhook_url:
-        error = send_webhook(settings.alerts.webhook_url, alerts, settings.alerts.webhook_timeout)
-        if error:
-            syslog.syslog(syslog.LOG_ERR, f"ERROR: alert webhook {settings.alerts.webhook_url} failed: {error}")
     return line, alerts
