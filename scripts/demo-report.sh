@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Shows the running demo appliance at work: a benign request and attacks sent
-# from this machine to the test host (which shares the host network), and the
-# audit-log entry ModSecurity wrote for the blocked SQL injection.
+# from this machine to the test host (which shares the host network), the
+# audit-log entry ModSecurity wrote for the blocked SQL injection, and the
+# operator's monitor.
 set -euo pipefail
 scenario=${1:-default}
 instance=${2:-mlwaf-bookworm}
@@ -45,6 +46,9 @@ echo
 echo "The ML analyzer's view (/var/log/apache2/ml_analyzer.log, and ml_waf_analyzer.sh on the host):"
 ssh_to_host "grep -F $marker-ml /var/log/apache2/ml_analyzer.log | tail -n1 | sed 's/^/  /'"
 ssh_to_host "ml_waf_analyzer.sh '/login.php' -X POST -d 'username=admin%27%20or%201%3D1--&password=x' | sed 's/^/  /'"
+echo
+echo "The operator's live view (waf_monitor.sh --once --window 300 on the host; mlwaf status, analyze_waf_performance.py):"
+ssh_to_host "waf_monitor.sh --once --window 300 | sed 's/^/  /'" || true
 echo
 echo "The attack-simulation page: $base/test.php ; a shell on the host: .venv/bin/molecule login -s $scenario"
 echo "Tear it down with: make demo-destroy"

@@ -129,7 +129,7 @@ def test_a_distributed_flood_over_both_nodes_is_seen_whole() -> None:
     """60 sources at 0.6 requests a second each on one page: 36 a second in all, 18 on each node,
     under the endpoint's fresh limit (20 a second) on either node alone; the nodes count the
     endpoint's requests in Redis, see 36 and refuse the sources (after their 5th request)."""
-    sources = [f"127.6.0.{i}" for i in range(1, 61)]
+    sources = [f"127.8.0.{i}" for i in range(1, 61)]  # a range no other test uses
     rate, started, statuses = 36.0, time.monotonic(), []
     for i in range(int(rate * 10)):
         time.sleep(max(0.0, started + i / rate - time.monotonic()))
