@@ -86,6 +86,15 @@ def scrape(url: str, timeout: float = 3.0) -> dict[str, float]:
     return values
 
 
+def disk_used(path: str) -> float:
+    """Share of the file system under ``path`` in use; 0.0 when it cannot be read."""
+    try:
+        usage = shutil.disk_usage(path)
+    except OSError:
+        return 0.0
+    return usage.used / usage.total
+
+
 def check_metrics(health: Health, url: str) -> None:
     """What the analyzer's own metrics say: workers running, Redis reachable."""
     try:
@@ -121,10 +130,7 @@ def check(settings: MonitoringSettings) -> Health:
     if services.metrics_url:
         check_metrics(health, services.metrics_url)
     for path in settings.alerts.disk_paths:
-        try:
-            usage = shutil.disk_usage(path)
-        except OSError:
-            continue
-        if usage.used / usage.total > settings.alerts.disk:
-            health.problems.append(f"disk {path} {usage.used / usage.total:.0%} full")
+        used = disk_used(path)
+        if used > settings.alerts.disk:
+            health.problems.append(f"disk {path} {used:.0%} full")
     return health

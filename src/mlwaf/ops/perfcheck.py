@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlwaf.ops.canary import run_canaries
-from mlwaf.ops.health import probe, scrape
+from mlwaf.ops.health import disk_used, probe, scrape
 from mlwaf.ops.logs import LogError, Tally, parse_access, parse_fallback, parse_performance, percentile, recent
 from mlwaf.ops.settings import MonitoringSettings
 
@@ -97,7 +97,7 @@ def measure(settings: MonitoringSettings, state: dict, now: float) -> dict[str, 
         "unanswered_rate": round(unanswered / (len(timings) + unanswered), 4) if unanswered else 0.0,
         "cpu": round((busy - last_busy) / max(total - last_total, 1.0), 3),
         "memory": round(memory_used(), 3),
-        "disk": round(max((_disk(p) for p in settings.alerts.disk_paths), default=0.0), 3),
+        "disk": round(max((disk_used(p) for p in settings.alerts.disk_paths), default=0.0), 3),
         "queue": queue_depth(services.socket),
         "ml_ms_p50": round(percentile(timings, 50), 3),
         "ml_ms_p95": round(percentile(timings, 95), 3),
@@ -115,14 +115,6 @@ def measure(settings: MonitoringSettings, state: dict, now: float) -> dict[str, 
             figures["model_load_s"] = round(scrape(services.metrics_url).get("mlwaf_model_load_seconds", 0.0), 3)
     state.update(ts=now, cpu=(busy, total))
     return figures
-
-
-def _disk(path: str) -> float:
-    try:
-        usage = shutil.disk_usage(path)
-    except OSError:
-        return 0.0
-    return usage.used / usage.total
 
 
 def evaluate(figures: dict[str, float], settings: MonitoringSettings) -> list[Alert]:
