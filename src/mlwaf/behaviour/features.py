@@ -36,7 +36,7 @@ import numpy as np
 from mlwaf.behaviour.tracker import FLAG_ASSET, FLAG_BROWSER, FLAG_HAS_PREVIOUS, FLAG_LOGIN
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass takes 7 times longer to make, on every request
 class Features:
     count: int
     rate: float
