@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -51,7 +50,7 @@ from mlwaf.ops.commands import add_commands
 from mlwaf.ops.logs import LogError
 from mlwaf.ops.report import ReportError
 from mlwaf.profile import ProfileError
-from mlwaf.protocol import VERSION, Reply, encode_line
+from mlwaf.protocol import VERSION, Reply, encode_line, exchange
 from mlwaf.request import Limits, Request, RequestError, from_wire
 from mlwaf.server import safe_analyze, serve
 
@@ -251,12 +250,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     message = query_message(args)
     started = time.perf_counter()
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(args.timeout)
-            conn.connect(args.socket)
-            conn.sendall(encode_line(message))
-            conn.shutdown(socket.SHUT_WR)
-            reply = b"".join(iter(lambda: conn.recv(65536), b""))
+        reply = exchange(args.socket, message, args.timeout)
     except OSError as exc:
         print(f"mlwaf: analyzer at {args.socket} unavailable: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE

@@ -286,14 +286,19 @@ def _behaviour(table: dict) -> BehaviourSettings:
     return settings
 
 
-def load(path: Path) -> Settings:
+def read_toml(path: Path) -> dict:
+    """A TOML settings file as a dict; unreadable or not TOML raises ConfigError naming the file."""
     try:
         with path.open("rb") as handle:
-            raw = tomllib.load(handle)
+            return tomllib.load(handle)
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
+def load(path: Path) -> Settings:
+    raw = read_toml(path)
     try:
         return from_dict(raw)
     except ConfigError as exc:

@@ -43,6 +43,7 @@ and the error is visible to the caller.
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import dataclass, field
 
 from mlwaf.request import Arg, Limits, Request, cap_args
@@ -114,6 +115,17 @@ class Reply:
 
     def encode(self) -> bytes:
         return encode_line(self.as_dict())
+
+
+def exchange(socket_path: str, message: dict[str, object], timeout: float) -> bytes:
+    """One request on the analyzer's socket (one connection, as the bridge does); the raw reply.
+    Raises OSError when the analyzer cannot be reached or does not answer in time."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        conn.connect(socket_path)
+        conn.sendall(encode_line(message))
+        conn.shutdown(socket.SHUT_WR)
+        return b"".join(iter(lambda: conn.recv(65536), b""))
 
 
 def encode_line(message: dict[str, object]) -> bytes:

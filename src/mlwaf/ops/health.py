@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -14,7 +13,7 @@ from dataclasses import dataclass, field
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlwaf.ops.settings import MonitoringSettings
-from mlwaf.protocol import CANARY_PREFIX
+from mlwaf.protocol import CANARY_PREFIX, VERSION, exchange
 
 
 @dataclass
@@ -47,12 +46,7 @@ def service_state(unit: str) -> str:
 
 def ask_analyzer(path: str, message: dict[str, object], timeout: float = 2.0) -> dict:
     """One request on the analyzer's socket and its reply; raises OSError or ValueError."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.settimeout(timeout)
-        conn.connect(path)
-        conn.sendall(json.dumps({"v": 1, **message}).encode() + b"\n")
-        conn.shutdown(socket.SHUT_WR)
-        data = b"".join(iter(lambda: conn.recv(65536), b""))
+    data = exchange(path, {"v": VERSION, **message}, timeout)
     reply = json.loads(data)
     if not isinstance(reply, dict) or "verdict" not in reply:
         raise ValueError(f"not an analyzer reply: {data[:80]!r}")

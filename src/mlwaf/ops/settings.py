@@ -4,11 +4,10 @@ types are errors that name the key."""
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from mlwaf.config import ConfigError
+from mlwaf.config import ConfigError, read_toml
 
 DEFAULT_MONITORING_CONFIG = Path("/etc/mlwaf/monitoring.toml")
 
@@ -89,13 +88,7 @@ def load_monitoring(path: Path | None = None) -> MonitoringSettings:
         if not DEFAULT_MONITORING_CONFIG.exists():
             return MonitoringSettings()
         path = DEFAULT_MONITORING_CONFIG
-    try:
-        with path.open("rb") as handle:
-            raw = tomllib.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    raw = read_toml(path)
     parts = {"logs": Logs, "services": Services, "alerts": Alerts}
     unknown = sorted(set(raw) - set(parts))
     if unknown:
