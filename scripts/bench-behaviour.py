@@ -22,15 +22,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from mlwaf.behaviour.engine import Behaviour
 from mlwaf.behaviour.features import compute
 from mlwaf.behaviour.model import WindowModel, load_window_model
-from mlwaf.behaviour.reallogs import iliou, scanners
+from mlwaf.behaviour.reallogs import annotated_training, iliou, scanners
 from mlwaf.behaviour.simulate import DEMO_SITE, Generator, site_from_requests
 from mlwaf.behaviour.tracker import Event, LocalTracker, bytes_per_client
 from mlwaf.config import BehaviourSettings
@@ -98,6 +101,76 @@ def real_sessions(data: Path, settings: BehaviourSettings) -> dict[str, tuple[in
         caught, total, when = tally.get(label, (0, 0, []))
         tally[label] = (caught + bool(flagged), total + 1, when + ([flagged] if flagged else []))
     return tally
+
+
+_ASSET = re.compile(r"\.(css|js|png|jpe?g|gif|ico|svg|woff2?|ttf)(\?|$)")
+
+
+def session_features(records: list[dict]) -> list[float]:
+    """What a whole Iliou session's log lines say, beyond the tracker's window: requests,
+    page views and their pace, gaps between page views (median, spread, share under 2 s),
+    mouse-tracking posts per page, revisits, path depth, asset and error shares."""
+    pages = [r for r in records if r["method"] == "GET" and not _ASSET.search(r["path"])]
+    gaps = np.diff([r["ts"] for r in pages]) if len(pages) > 1 else np.zeros(1)
+    minutes = (records[-1]["ts"] - records[0]["ts"] + 1) / 60
+    paths = [r["path"] for r in pages]
+    share = max(len(pages), 1)
+    return [
+        len(records),
+        len(pages),
+        len(pages) / minutes,
+        sum(r["method"] == "POST" for r in records) / share,
+        float(np.median(gaps)),
+        float(gaps.std() / gaps.mean()) if gaps.mean() > 0 else 0.0,
+        float((gaps < 2).mean()),
+        1 - len(set(paths)) / share,
+        float(np.mean([p.count("/") for p in paths])) if paths else 0.0,
+        (len(records) - len(pages)) / len(records),
+        sum(r["status"] >= 400 for r in records) / len(records),
+    ]
+
+
+def auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Probability that a random positive scores above a random negative (ties count half)."""
+    wins = (positive[:, None] > negative[None, :]).sum() + 0.5 * (positive[:, None] == negative[None, :]).sum()
+    return float(wins / (len(positive) * len(negative)))
+
+
+def session_probe(data: Path) -> dict[str, dict[str, float]]:
+    """How far the Iliou logs separate bots from people at all: a class-balanced logistic
+    regression on whole-session features (``session_features``), fitted on the sessions
+    the dataset's annotations put on the training side and scored on all the others.
+    Per bot kind: AUC, and the share of its sessions scored above every held-back person."""
+    sessions, trained_on = iliou(data), annotated_training(data)
+    if not sessions:
+        return {}
+    keys = sorted(sessions)
+    x = np.log1p(np.array([session_features(sessions[k]) for k in keys]))
+    bot = np.array([label != "human" for label, _ in keys], dtype=float)
+    train = np.array([session in trained_on for _, session in keys])
+    mean, spread = x[train].mean(0), x[train].std(0) + 1e-9
+    x = (x - mean) / spread
+    weight = np.where(bot[train] == 1, 0.5 / bot[train].mean(), 0.5 / (1 - bot[train].mean()))
+    w, b = np.zeros(x.shape[1]), 0.0
+    for _ in range(5000):
+        error = weight * (1 / (1 + np.exp(-(x[train] @ w + b))) - bot[train])
+        w -= 0.05 * (x[train].T @ error / train.sum() + 0.01 * w)
+        b -= 0.05 * error.mean()
+    score = x @ w + b
+    people = score[~train & (bot == 0)]
+    out = {}
+    for kind in ("moderate_bot", "advanced_bot"):
+        of_kind = np.array([label == kind for label, _ in keys])
+        held = score[~train & of_kind]
+        out[kind] = {
+            "auc_fitted": auc(score[train & of_kind], score[train & (bot == 0)]),
+            "auc": auc(held, people),
+            "recall_at_no_person": float((held > people.max()).mean()),
+            "sessions": len(held),
+            "people": len(people),
+            "trained_on": int((train & of_kind).sum()),
+        }
+    return out
 
 
 def distributed(seen: dict[str, list[tuple[float, int, int]]]) -> tuple[tuple[str, str, str], float | None, int]:
@@ -223,7 +296,8 @@ def main() -> int:
     rows, results, took = measure(records, data, plain)
     model_rows, model_results, model_took = measure(records, data, with_model)
     speed = cost(load_window_model(args.model))
-    results = {"heuristics": results, "heuristics+model": model_results, "cost": speed}
+    probe = session_probe(data)
+    results = {"heuristics": results, "heuristics+model": model_results, "cost": speed, "iliou_probe": probe}
     lines = [
         f"Behavioural layer, profile production: {len(records):,} requests replayed in {took:.1f} s "
         f"({len(records) / took:,.0f}/s, one process; {model_took:.1f} s with the flood/bot model), "
@@ -243,6 +317,23 @@ def main() -> int:
         f"| memory per client (history 50) | {speed['bytes per client']:,} bytes |",
         f"| shared memory for the cap ({speed['tracked clients']:,} clients tracked) | {speed['memory MB']:.0f} MB |",
     ]
+    if probe:
+        humans = next(iter(probe.values()))["people"]
+        lines += [
+            "",
+            "How far the Iliou web logs tell bots from people at all: a logistic regression on whole-session",
+            "features (more than the tracker's window holds), fitted on the sessions the dataset's annotations",
+            f"put on the training side, scored on the rest ({humans} people):",
+            "",
+            "| bot sessions held back | AUC, training side | AUC, held back | above every held-back person |",
+            "|---|---|---|---|",
+            *(
+                f"| {kind.replace('_', ' ')} ({p['sessions']}; {p['trained_on']} trained on) | {p['auc_fitted']:.2f} "
+                f"| {p['auc']:.2f} "
+                f"| {p['recall_at_no_person']:.0%} |"
+                for kind, p in probe.items()
+            ),
+        ]
     text = "\n".join(lines) + "\n"
     print(text)
     out = ROOT / "bench"

@@ -31,6 +31,8 @@ from mlwaf.evaluate import (
     Detector,
     EvaluationError,
     LabelledRequest,
+    agent_detector,
+    agent_items,
     chart,
     evaluate,
     inference_ms,
@@ -344,6 +346,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         + "\n"
         + markdown(per_value, "values")
     )
+    agents = evaluate(agent_items(data, test, args.seed), {**detectors, "mlwaf": agent_detector(model)})
+    report += (
+        "\n## User-Agent header\n\nReal visitors' User-Agents (CSIC 2010, Iliou logs), generated ones, and the "
+        "test attacks sent as a User-Agent; mlwaf reads the header as the analyzer does (a plain browser or tool "
+        "string is not scored).\n\n" + markdown(agents, "values")
+    )
     profile_report, profile_rates = _evaluate_profile(data, args.seed, detectors)
     report += "\n" + profile_report
     print(report, end="")
@@ -359,6 +367,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "values": len(test),
             "per_request": overall(per_request),
             "per_value": overall(per_value),
+            "user_agent": overall(agents),
             "profile": profile_rates,
         }
         (out / "detection.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -98,6 +98,8 @@ class Settings:
     log_allowed: bool = False
     log_values: bool = True  # the inputs behind a log/block verdict go into the decision log
     max_reasons: int = 3
+    # request headers the attack models read (names in lower case): a Referer's query arguments, others whole
+    score_headers: tuple[str, ...] = ("user-agent", "referer")
     profile: ProfileSettings = field(default_factory=ProfileSettings)
     behaviour: BehaviourSettings = field(default_factory=BehaviourSettings)
     metrics_listen: str = ""  # host:port of the Prometheus endpoint; empty: none
@@ -166,7 +168,8 @@ def from_dict(raw: dict) -> Settings:
     server, decision = raw.get("server", {}), raw.get("decision", {})
     limits_raw, logs = raw.get("limits", {}), raw.get("logs", {})
     _check_keys(server, {"socket", "socket_group", "socket_mode", "workers"}, "[server]")
-    _check_keys(decision, {"mode", "allow_paths", "allow_params", "allow_networks", "max_reasons"}, "[decision]")
+    decision_keys = {"mode", "allow_paths", "allow_params", "allow_networks", "max_reasons", "score_headers"}
+    _check_keys(decision, decision_keys, "[decision]")
     _check_keys(limits_raw, {f.name for f in fields(Limits)}, "[limits]")
     _check_keys(logs, {"decision_log", "log_allowed", "log_values"}, "[logs]")
 
@@ -195,6 +198,9 @@ def from_dict(raw: dict) -> Settings:
     limit_values = {key: _typed(limits_raw, key, int, "[limits] ") for key in limits_raw}
     if any(v < 1 for v in limit_values.values()):
         raise ConfigError("[limits] values must be positive")
+    headers = decision.get("score_headers", list(Settings.score_headers))
+    if not isinstance(headers, list) or not all(isinstance(h, str) and h.strip() for h in headers):
+        raise ConfigError(f"[decision] score_headers must be a list of header names, got {headers!r}")
     settings = {
         "socket": server.get("socket", Settings.socket),
         "socket_group": server.get("socket_group", ""),
@@ -210,6 +216,7 @@ def from_dict(raw: dict) -> Settings:
         "log_allowed": bool(logs.get("log_allowed", False)),
         "log_values": _typed(logs, "log_values", bool, "[logs] ") if "log_values" in logs else True,
         "max_reasons": _typed(decision, "max_reasons", int, "[decision] ") if "max_reasons" in decision else 3,
+        "score_headers": tuple(h.strip().lower() for h in headers),
     }
     settings["profile"] = _profile(raw.get("profile", {}))
     settings["behaviour"] = _behaviour(raw.get("behaviour", {}))

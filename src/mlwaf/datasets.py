@@ -57,6 +57,33 @@ class Sample:
     source: str
 
 
+# Fuzzing templates name their target with a placeholder ("/../../{FILE}", "; {cmd}"), which
+# a fuzzer fills in before it sends anything. The test split's are filled in (the choice
+# depends only on the template), so that the model is tested on what reaches a server. The
+# training side keeps them as they are (the shipped model was trained on them so), and a
+# filled-in test value it happens to hold leaves the test.
+_PLACEHOLDER = re.compile(r"\{(file|cmd)\}", re.IGNORECASE)
+_TARGETS = {
+    "file": (
+        *("etc/passwd", "etc/shadow", "etc/hosts", "proc/self/environ", "var/log/apache2/access.log"),
+        *("windows/win.ini", "boot.ini", "windows/system32/drivers/etc/hosts", "inetpub/wwwroot/web.config"),
+    ),
+    "cmd": ("id", "cat /etc/passwd", "uname -a", "whoami", "ls -la /", "ping -c 3 127.0.0.1"),
+}
+
+
+def filled(sample: Sample) -> Sample:
+    """The sample with its template placeholders replaced by a target, as a fuzzer would."""
+    pick = zlib.crc32(sample.text.encode())
+
+    def target(match: re.Match[str]) -> str:
+        choices = _TARGETS[match.group(1).lower()]
+        return choices[pick % len(choices)]
+
+    text = _PLACEHOLDER.sub(target, sample.text)
+    return sample if text == sample.text else Sample(text, sample.family, sample.source)
+
+
 def _lines(path: Path) -> Iterator[str]:
     for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
         line = raw.strip()
@@ -309,6 +336,81 @@ def generated_tokens(count: int, seed: int, source: str = "generated-tokens") ->
     return [Sample(rng.choice(makers)(), "benign", source) for _ in range(count)]
 
 
+_PLATFORMS = (
+    *("Windows NT 10.0; Win64; x64", "Windows NT 6.1; WOW64", "Windows NT 6.3; Win64; x64", "X11; Linux x86_64"),
+    *("Macintosh; Intel Mac OS X 10_15_7", "Macintosh; Intel Mac OS X 13_4", "X11; Ubuntu; Linux x86_64"),
+    *("X11; Fedora; Linux x86_64", "X11; CrOS x86_64 15359.58.0", "Linux; Android 13; Pixel 7"),
+    *("Linux; Android 10; K", "Linux; Android 12; SM-G991B", "iPhone; CPU iPhone OS 17_1 like Mac OS X"),
+    *("iPad; CPU OS 16_6 like Mac OS X", "X11; FreeBSD amd64", "Windows NT 10.0; WOW64"),
+)
+_CRAWLERS = (
+    *("Googlebot/2.1; +http://www.google.com/bot.html", "bingbot/2.0; +http://www.bing.com/bingbot.htm"),
+    *("YandexBot/3.0; +http://yandex.com/bots", "DuckDuckBot/1.1; +http://duckduckgo.com/duckduckbot.html"),
+    *("AhrefsBot/7.0; +http://ahrefs.com/robot/", "Applebot/0.1; +http://www.apple.com/go/applebot"),
+)
+_TOOLS = (
+    *("curl", "Wget", "python-requests", "Go-http-client", "okhttp", "Java", "PostmanRuntime", "axios"),
+    *("node-fetch", "libwww-perl", "Dalvik", "Prometheus", "kube-probe", "ELB-HealthChecker", "Zabbix"),
+)
+
+
+def generated_agents(count: int, seed: int, source: str = "generated-agents") -> list[Sample]:
+    """User-Agent headers as browsers, phones, crawlers, apps and tools send them. Their
+    semicolons, parentheses and slashes look like an injection's to a model that never saw one."""
+    rng = random.Random(seed)
+
+    def version(parts: int) -> str:
+        return ".".join(str(rng.randint(0, 120 if n == 0 else 9999 if n == 2 else 9)) for n in range(parts))
+
+    def chrome(platform: str) -> str:
+        extra = rng.choice(("", "", f" Edg/{version(4)}", f" OPR/{version(4)}", f" YaBrowser/{version(4)}"))
+        mobile = " Mobile" if "Android" in platform else ""
+        engine = "AppleWebKit/537.36 (KHTML, like Gecko)"
+        return f"Mozilla/5.0 ({platform}) {engine} Chrome/{version(4)}{mobile} Safari/537.36{extra}"
+
+    def firefox(platform: str) -> str:
+        major = rng.randint(3, 125)
+        return f"Mozilla/5.0 ({platform}; rv:{major}.0) Gecko/20100101 Firefox/{major}.0"
+
+    def safari(platform: str) -> str:
+        return (
+            f"Mozilla/5.0 ({platform}) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{version(2)}"
+            + rng.choice(("", " Mobile/15E148"))
+            + " Safari/604.1"
+        )
+
+    makers = (
+        lambda: chrome(rng.choice(_PLATFORMS)),
+        lambda: firefox(rng.choice(_PLATFORMS)),
+        lambda: safari(rng.choice(_PLATFORMS)),
+        lambda: f"Mozilla/5.0 ({rng.choice(_PLATFORMS)}; Trident/7.0; rv:11.0) like Gecko",
+        lambda: f"Mozilla/4.0 (compatible; MSIE {rng.randint(6, 10)}.0; {rng.choice(_PLATFORMS)})",
+        lambda: f"Mozilla/5.0 (compatible; {rng.choice(_CRAWLERS)})",
+        lambda: f"{rng.choice(_TOOLS)}/{version(rng.randint(1, 3))}",
+        lambda: f"{rng.choice(_TOOLS)}/{version(3)} ({rng.choice(_PLATFORMS)})",
+        lambda: f"{rng.choice(_WORDS).capitalize()}App/{version(3)} ({rng.choice(_PLATFORMS)}; Scale/2.00)",
+        lambda: f"Opera/9.80 ({rng.choice(_PLATFORMS)}; U; en) Presto/2.12.388 Version/12.16",
+    )
+    return [Sample(rng.choice(makers)(), "benign", source) for _ in range(count)]
+
+
+def real_agents(root: Path) -> list[Sample]:
+    """The distinct User-Agent headers of real visitors: CSIC 2010's and the Iliou logs' people
+    and bots (browsers all of them; the scanner logs are left out)."""
+    agents: set[str] = set()
+    for path in sorted((root / "webbot-iliou").glob("*/data/web_logs/*/*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            found = re.search(r'"([^"]*)"$', line)
+            if found:
+                agents.add(found.group(1))
+    csic = root / "csic2010" / "normalTrafficTraining.txt.gz"
+    if csic.exists():
+        for line in gzip.decompress(csic.read_bytes()).decode("latin-1").splitlines():
+            if line.lower().startswith("user-agent:"):
+                agents.add(line.split(":", 1)[1].strip())
+    return [Sample(agent, "benign", "real-agents") for agent in sorted(agents - {"", "-"})]
+
+
 def licence_prose(limit: int) -> list[Sample]:
     """Sentences of ordinary English prose from the licence texts every Debian system ships."""
     out: list[Sample] = []
@@ -423,6 +525,9 @@ def training_and_test(root: Path, seed: int = 7) -> tuple[list[Sample], list[Sam
     test += generated_labels(3000, seed + 1000, licence_words(1), "generated-labels-test")
     test_texts = {s.text for s in test}
     train = [s for s in train if s.text not in test_texts and not _probe(s)]
+    # filled-in templates the training side already holds (a few traversals) leave the test
+    train_texts = {s.text for s in train}
+    test = [done for done in map(filled, test) if done.text not in train_texts]
     return train, test
 
 

@@ -18,7 +18,7 @@ from mlwaf.config import Settings
 from mlwaf.model import AttackModel, load_model
 from mlwaf.profile import Profile, observe
 from mlwaf.protocol import Reason, Reply
-from mlwaf.request import Arg, Request
+from mlwaf.request import Arg, Request, header_args
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9 _.:=()/,+-]")
 
@@ -103,7 +103,8 @@ class Analyzer:
             judgement = None
         args = self._args(request)
         # the models also read the path: attacks hide in path parameters too
-        inputs = [Arg("path", "", request.path), *args] if request.path not in ("", "/") else args
+        inputs = [Arg("path", "", request.path), *args] if request.path not in ("", "/") else list(args)
+        inputs += header_args(request.headers, self.settings.score_headers, self.settings.limits)
         values = [a.value for a in inputs]
         candidates: list[Reason] = []
         verdict = "allow"

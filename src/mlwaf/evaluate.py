@@ -40,10 +40,19 @@ from pathlib import Path
 
 import numpy as np
 
-from mlwaf.datasets import FAMILIES, HttpRequest, Sample, csic_split, training_and_test
+from mlwaf.datasets import (
+    FAMILIES,
+    HttpRequest,
+    Sample,
+    csic_split,
+    generated_agents,
+    real_agents,
+    training_and_test,
+)
 from mlwaf.learn import Tally, observations
 from mlwaf.model import AttackModel
 from mlwaf.profile import Profile, observe
+from mlwaf.request import Limits, header_args
 from mlwaf.tamper import tamper
 
 
@@ -94,6 +103,32 @@ def model_detector(model: AttackModel) -> Detector:
         return (scores >= threshold).tolist()
 
     return per_value(detect)
+
+
+def agent_detector(model: AttackModel) -> Detector:
+    """The model on values sent as a User-Agent, read the way the analyzer reads that header
+    (``mlwaf.request.header_args``: a plain browser or tool string is not scored)."""
+    threshold = model.thresholds.get("block", 0.5)
+
+    def detect(values: Sequence[str]) -> list[bool]:
+        scored = [i for i, v in enumerate(values) if header_args({"user-agent": v}, ("user-agent",), Limits())]
+        scores, _ = model.score([values[i] for i in scored])
+        blocked = [False] * len(values)
+        for i, score in zip(scored, scores.tolist(), strict=True):
+            blocked[i] = score >= threshold
+        return blocked
+
+    return per_value(detect)
+
+
+def agent_items(data: Path, test: Sequence[Sample], seed: int) -> list[Sample]:
+    """User-Agent headers: real visitors' (``real_agents``), generated ones from a seed training
+    never used, and the test attacks sent as a User-Agent."""
+    return [
+        *real_agents(data),
+        *generated_agents(5000, seed + 1000, "generated-agents-test"),
+        *(s for s in test if s.family != "benign"),
+    ]
 
 
 def libinjection_detector() -> Detector:

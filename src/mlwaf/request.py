@@ -35,7 +35,7 @@ class Limits:
 class Arg:
     """One decoded input: where it came from, its name and its value."""
 
-    source: str  # "query", "body", "json", "multipart", "cookie", "path"
+    source: str  # "query", "body", "json", "multipart", "cookie", "path", "header"
     name: str
     value: str
 
@@ -153,6 +153,35 @@ def cap_args(args: list[Arg], limits: Limits, anomalies: list[str]) -> list[Arg]
         args = [Arg(a.source, a.name, a.value[: limits.max_value_chars]) for a in args]
         anomalies.append("value_truncated")
     return args
+
+
+_PRODUCT = r"[A-Za-z0-9][\w.+-]*(?:/[\w.+-]+)?"
+_COMMENT = r"\([\w .,;:+/@-]*\)"
+_AGENT = re.compile(rf"\s*(?:{_PRODUCT}|{_COMMENT})(?:\s*(?:{_COMMENT})|\s+{_PRODUCT})*\s*", re.ASCII)
+
+
+def plain_agent(value: str) -> bool:
+    """A User-Agent made only of products ("Firefox/128.0") and comments ("(X11; Linux
+    x86_64)"), as browsers, crawlers and tools send them (RFC 9110, section 10.1.5, with
+    the characters narrowed to what they use), with a version or a comment and no "..".
+    Without quotes, angle brackets, ``$``, ``=``, backticks or a ``..`` it cannot break
+    out of an SQL string, markup, a shell command or a path; the model is not asked."""
+    return ("/" in value or "(" in value) and ".." not in value and _AGENT.fullmatch(value) is not None
+
+
+def header_args(headers: dict[str, str], names: tuple[str, ...], limits: Limits) -> list[Arg]:
+    """What the attack models read in the request headers ``names``: a Referer's query
+    arguments (the rest of it names the referring page), a User-Agent unless it is a plain
+    one (``plain_agent``), and any other header whole."""
+    out: list[Arg] = []
+    for name in names:
+        value = headers.get(name, "")
+        if name == "referer":
+            query = value.partition("#")[0].partition("?")[2]
+            out += [Arg("header", f"referer:{a.name}", a.value) for a in parse_urlencoded(query, "header")]
+        elif value and not (name == "user-agent" and plain_agent(value)):
+            out.append(Arg("header", name, value))
+    return [Arg(a.source, a.name, a.value[: limits.max_value_chars]) for a in out[: limits.max_args]]
 
 
 def _header(headers: dict[str, str], name: str) -> str:

@@ -44,7 +44,7 @@ from mlwaf.protocol import (
     parse_request,
     request_id,
 )
-from mlwaf.request import Request
+from mlwaf.request import Limits, Request, header_args
 
 SD_LISTEN_FDS_START = 3
 READ_TIMEOUT_S = 2
@@ -139,7 +139,8 @@ class DecisionLog(AppendFile):
         if self.log_values and request is not None:
             # The inputs behind the verdict, so that `mlwaf feedback` can turn an
             # operator's judgement into training data (LOGGED_VALUE_CHARS at most each).
-            values = {(arg.source, arg.name): arg.value for arg in request.args}
+            headers = header_args(request.headers, tuple(request.headers), Limits())
+            values = {(arg.source, arg.name): arg.value for arg in (*request.args, *headers)}
             values["path", ""] = request.path
             for reason in record["reasons"]:  # type: ignore[attr-defined]
                 value = values.get((reason["source"], reason["name"]))

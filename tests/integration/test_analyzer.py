@@ -103,6 +103,18 @@ def test_ml_blocks_what_crs_lets_through(host, client: Client) -> None:
     assert "verdict: block, blocked: True" in line[0]
 
 
+def test_ml_reads_the_user_agent(host, client: Client) -> None:
+    marker = uuid.uuid4().hex
+    answer = client.request(f"/search.php?t={marker}", headers={"User-Agent": "`id`"})
+    assert answer.status == 403
+    entries = audit_entries(host, marker)
+    assert len(entries) == 1
+    ids = rule_ids(entries[0])
+    assert "1004" in ids, ids
+    assert "949110" not in ids, "CRS does not look for command injection in the User-Agent: the ML rule did"
+    assert "cmdi in header:user-agent" in " ".join(entries[0]["audit_data"]["messages"])
+
+
 def test_decision_log_is_json_for_a_siem(host, client: Client) -> None:
     marker = uuid.uuid4().hex
     client.request(f"/search.php?t={marker}&q={ML_ONLY_ATTACK}")

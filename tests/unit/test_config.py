@@ -14,6 +14,8 @@ def test_defaults() -> None:
     assert settings.mode == "block"
     assert settings.socket == "/run/mlwaf/analyzer.sock"
     assert settings.worker_count >= 1
+    assert settings.score_headers == ("user-agent", "referer")
+    assert from_dict({"decision": {"score_headers": ["X-Forwarded-For "]}}).score_headers == ("x-forwarded-for",)
 
 
 def test_full_file(tmp_path: Path) -> None:
@@ -95,6 +97,8 @@ observations = "/p/observations.jsonl"
         ({"logs": {"log_values": "yes"}}, "log_values must be bool"),
         ({"models": {"attack": {"path": "/m.json", "typo": 1}}}, "unknown setting"),
         ({"server": {"workers": True}}, "not a boolean"),
+        ({"decision": {"score_headers": "user-agent"}}, "score_headers must be a list"),
+        ({"decision": {"score_headers": [""]}}, "score_headers must be a list"),
         ({"server": {"workers": -1}}, "workers"),
         ({"server": {"socket_mode": "rw"}}, "octal"),
         ({"limits": {"max_args": 0}}, "positive"),

@@ -160,3 +160,19 @@ def test_profile_modes_thresholds_and_allowlists(site_profile: str) -> None:
     assert reply.verdict == "block", "an allowlisted parameter that was always sent counts as missing"
     assert reply.reasons[0].family == "missing"
     assert analyzer().analyze(cart("4x")).scores.keys() == {"attack"}, "no profile configured, no profile score"
+
+
+def test_selected_headers_are_scored(default: Analyzer) -> None:
+    browser = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+    plain = Request(method="GET", path="/shop/item.php", headers={"user-agent": browser}, client_ip="198.51.100.9")
+    assert default.analyze(plain).verdict == "allow"
+    shellshock = Request(method="GET", path="/", headers={"user-agent": "() { :; }; /bin/cat /etc/passwd"})
+    reply = default.analyze(shellshock)
+    assert reply.verdict == "block"
+    assert (reply.reasons[0].source, reply.reasons[0].name) == ("header", "user-agent")
+    referer = {"referer": f"https://shop.example/search?page=2&q={ATTACK.replace(' ', '+')}#top"}
+    reply = default.analyze(Request(method="GET", path="/", headers=referer))
+    assert reply.verdict == "block"
+    assert (reply.reasons[0].source, reply.reasons[0].name) == ("header", "referer:q")
+    # headers not selected are not read
+    assert analyzer(score_headers=()).analyze(shellshock).verdict == "allow"

@@ -12,6 +12,7 @@ from mlwaf.datasets import HttpRequest, Sample
 from mlwaf.evaluate import (
     EvaluationError,
     LabelledRequest,
+    agent_detector,
     appliance_detector,
     attack_requests,
     evaluate,
@@ -110,6 +111,16 @@ def test_model_and_libinjection_detectors() -> None:
     assert not libinjection[0]
 
 
+def test_user_agents_are_read_as_the_analyzer_reads_them() -> None:
+    agents = [
+        Sample("Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:70.0) Gecko/20100101 Firefox/70.0", "benign", "real"),
+        Sample("python-requests/2.31.0", "benign", "real"),
+        Sample("() { :; }; /bin/cat /etc/passwd", "cmdi", "ua"),
+        Sample("Mozilla/5.0' or '1'='1", "sqli", "ua"),
+    ]
+    assert agent_detector(load_model(MODELS / "attack.json"))(agents) == [False, False, True, True]
+
+
 def test_evaluate_command_needs_the_datasets(tmp_path: Path, capsys) -> None:
     assert main(["evaluate", "--data", str(tmp_path)]) == 2
     assert "does not look like the datasets folder" in capsys.readouterr().err
@@ -125,6 +136,7 @@ def test_evaluate_command_writes_its_report(tmp_path: Path, capsys) -> None:
     assert set(summary["per_request"]) == set(summary["per_value"]) == {"mlwaf", "libinjection"}
     assert summary["per_value"]["mlwaf"]["tpr_sqli"] > 0.95
     assert summary["per_request"]["mlwaf"]["fpr"] < 0.01
+    assert summary["user_agent"]["mlwaf"]["fpr"] < 0.01
     assert 0 < summary["inference_ms_per_request"] < 5
     assert (tmp_path / "detection.png").stat().st_size > 0
     assert (tmp_path / "detection-values.png").stat().st_size > 0

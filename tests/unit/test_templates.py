@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 from conftest import ROLES_DIR, run_playbook
 
+from mlwaf.config import from_dict
 from mlwaf.ops.settings import load_monitoring
 
 MODSEC_TEMPLATES = [
@@ -153,6 +155,8 @@ def test_analyzer_unit_stays_off_the_network_unless_redis_or_metrics_need_it(tmp
     assert 'redis_url = ""' in local["analyzer.toml"]
     assert 'listen = ""' in local["analyzer.toml"]
     assert 'model = "/var/lib/mlwaf/models/current/flood.json"' in local["analyzer.toml"]
+    settings = from_dict(tomllib.loads(local["analyzer.toml"]))
+    assert settings.score_headers == ("user-agent", "referer")
     metrics = render(tmp_path / "metrics", "ml_analyzer", ANALYZER_TEMPLATES, {})
     unit = metrics["mlwaf-analyzer.service"]
     assert "PrivateNetwork=false" in unit, "the metrics endpoint is on the host's loopback"

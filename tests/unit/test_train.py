@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mlwaf.augment import variants
-from mlwaf.datasets import FAMILIES, Sample
+from mlwaf.datasets import FAMILIES, Sample, filled, generated_agents
 from mlwaf.features import normalise, windows
 from mlwaf.model import KIND, load_model
 from mlwaf.train import FILES, write_checksums
@@ -27,6 +27,35 @@ def test_variants_are_deterministic_attack_only_and_survive_normalisation() -> N
     originals = {normalise(t) for t in ATTACKS}
     assert any(normalise(s.text) not in originals for s in first)
     assert variants(samples, 0.0, 3) == []
+
+
+def test_fuzzing_templates_are_filled_in_as_a_fuzzer_would() -> None:
+    template = Sample("/../../../{FILE}", "traversal", "fuzzdb")
+    done = filled(template)
+    assert "{" not in done.text
+    assert done.text.startswith("/../../../")
+    assert (done.family, done.source) == ("traversal", "fuzzdb")
+    assert filled(template) == done  # the same template always gets the same target
+    assert filled(Sample(";{cmd};", "cmdi", "fuzzdb")).text.strip(";") in {
+        "id",
+        "cat /etc/passwd",
+        "uname -a",
+        "whoami",
+        "ls -la /",
+        "ping -c 3 127.0.0.1",
+    }
+    untouched = Sample("<{Opera}>", "xss", "lists")
+    assert filled(untouched) is untouched
+
+
+def test_generated_agents_look_like_user_agents() -> None:
+    agents = generated_agents(300, 5)
+    assert agents == generated_agents(300, 5)
+    assert {a.family for a in agents} == {"benign"}
+    texts = {a.text for a in agents}
+    assert len(texts) > 200  # crawlers repeat; browsers and tools vary
+    assert sum(t.startswith("Mozilla/5.0 (") for t in texts) > len(texts) // 3
+    assert all("{" not in t and "<" not in t for t in texts)
 
 
 def test_network_trains_exports_and_loads(tmp_path: Path) -> None:
