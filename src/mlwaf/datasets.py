@@ -355,8 +355,8 @@ _TOOLS = (
 
 
 def generated_agents(count: int, seed: int, source: str = "generated-agents") -> list[Sample]:
-    """User-Agent headers as browsers, phones, crawlers, apps and tools send them. Their
-    semicolons, parentheses and slashes look like an injection's to a model that never saw one."""
+    """User-Agent headers as browsers, phones, crawlers, apps and tools send them, to test how
+    the analyzer reads that header (``mlwaf evaluate``); the model never trained on any."""
     rng = random.Random(seed)
 
     def version(parts: int) -> str:
