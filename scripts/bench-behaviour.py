@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from collections import defaultdict
 from dataclasses import replace
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlwaf.behaviour.engine import Behaviour
+from mlwaf.behaviour.engine import ASSET, Behaviour
 from mlwaf.behaviour.features import compute
 from mlwaf.behaviour.model import WindowModel, load_window_model
 from mlwaf.behaviour.reallogs import annotated_training, iliou, scanners
@@ -103,14 +102,11 @@ def real_sessions(data: Path, settings: BehaviourSettings) -> dict[str, tuple[in
     return tally
 
 
-_ASSET = re.compile(r"\.(css|js|png|jpe?g|gif|ico|svg|woff2?|ttf)(\?|$)")
-
-
 def session_features(records: list[dict]) -> list[float]:
     """What a whole Iliou session's log lines say, beyond the tracker's window: requests,
     page views and their pace, gaps between page views (median, spread, share under 2 s),
     mouse-tracking posts per page, revisits, path depth, asset and error shares."""
-    pages = [r for r in records if r["method"] == "GET" and not _ASSET.search(r["path"])]
+    pages = [r for r in records if r["method"] == "GET" and not ASSET.search(r["path"])]
     gaps = np.diff([r["ts"] for r in pages]) if len(pages) > 1 else np.zeros(1)
     minutes = (records[-1]["ts"] - records[0]["ts"] + 1) / 60
     paths = [r["path"] for r in pages]

@@ -95,27 +95,31 @@ class EvaluationError(RuntimeError):
     """A detector that cannot run here (missing library, unreadable model)."""
 
 
-def model_detector(model: AttackModel) -> Detector:
+def _blocks(model: AttackModel) -> ValueDetector:
+    """The model's block decision on each value, at its calibrated threshold."""
     threshold = model.thresholds.get("block", 0.5)
 
     def detect(values: Sequence[str]) -> list[bool]:
         scores, _ = model.score(list(values))
         return (scores >= threshold).tolist()
 
-    return per_value(detect)
+    return detect
+
+
+def model_detector(model: AttackModel) -> Detector:
+    return per_value(_blocks(model))
 
 
 def agent_detector(model: AttackModel) -> Detector:
     """The model on values sent as a User-Agent, read the way the analyzer reads that header
     (``mlwaf.request.header_args``: a plain browser or tool string is not scored)."""
-    threshold = model.thresholds.get("block", 0.5)
+    blocks = _blocks(model)
 
     def detect(values: Sequence[str]) -> list[bool]:
         scored = [i for i, v in enumerate(values) if header_args({"user-agent": v}, ("user-agent",), Limits())]
-        scores, _ = model.score([values[i] for i in scored])
         blocked = [False] * len(values)
-        for i, score in zip(scored, scores.tolist(), strict=True):
-            blocked[i] = score >= threshold
+        for i, hit in zip(scored, blocks([values[i] for i in scored]), strict=True):
+            blocked[i] = hit
         return blocked
 
     return per_value(detect)
