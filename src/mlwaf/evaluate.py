@@ -45,9 +45,9 @@ from mlwaf.datasets import (
     HttpRequest,
     Sample,
     csic_split,
-    generated_agents,
     real_agents,
     training_and_test,
+    unseen_agents,
 )
 from mlwaf.learn import Tally, observations
 from mlwaf.model import AttackModel
@@ -126,11 +126,11 @@ def agent_detector(model: AttackModel) -> Detector:
 
 
 def agent_items(data: Path, test: Sequence[Sample], seed: int) -> list[Sample]:
-    """User-Agent headers: real visitors' (``real_agents``), generated ones from a seed training
-    never used, and the test attacks sent as a User-Agent."""
+    """User-Agent headers: real visitors' (``real_agents``), generated ones the training side
+    never drew (``unseen_agents``), and the test attacks sent as a User-Agent."""
     return [
         *real_agents(data),
-        *generated_agents(5000, seed + 1000, "generated-agents-test"),
+        *unseen_agents(seed),
         *(s for s in test if s.family != "benign"),
     ]
 

@@ -35,6 +35,7 @@ from mlwaf.features import SHAPES, VOCABULARY, signature
 Progress = Callable[[int, int], None]
 Rows = list[npt.NDArray[np.int32]]
 DILATION = 4  # the third convolution looks 4 bytes apart: each position sees 15 bytes
+CALIBRATION_ROWS = 128  # int8 calibration rows per exported shape (a multiple of every row count)
 
 
 @dataclass(frozen=True)
@@ -169,19 +170,24 @@ def export_tflite(network: keras.Model, examples: Rows, seed: int) -> dict[str, 
     for rows, length in SHAPES:
         spec = tf.TensorSpec([rows, length], tf.int32, name="ids")
         functions[signature(rows, length)] = tf.function(lambda ids: {"probs": forward(ids)}, input_signature=[spec])
-    rng = np.random.default_rng(seed)
+    return to_litert(functions, lambda: calibration_batches(examples, seed))
 
-    def representative() -> Iterator[tuple[str, dict[str, npt.NDArray[np.int32]]]]:
-        for rows, length in SHAPES:
-            fitting = [row for row in examples if row.size <= length] or examples
-            for _ in range(4):
-                batch = np.zeros((rows, length), dtype=np.int32)
-                for slot in range(rows):
-                    row = fitting[int(rng.integers(len(fitting)))][:length]
-                    batch[slot, : row.size] = row
-                yield signature(rows, length), {"ids": batch}
 
-    return to_litert(functions, representative)
+def calibration_batches(examples: Rows, seed: int) -> Iterator[tuple[str, dict[str, npt.NDArray[np.int32]]]]:
+    """The int8 calibration batches of every exported shape, from ``examples``.
+
+    Every row count of one length gets the same rows: each signature gets its own
+    activation ranges, and from the same rows they are the same ranges, so a value
+    scores alike whether its request has 1 or 40 values to score."""
+    for rows, length in SHAPES:
+        fitting = [row for row in examples if row.size <= length] or examples
+        picked = np.random.default_rng([seed, length]).integers(len(fitting), size=CALIBRATION_ROWS)
+        for start in range(0, CALIBRATION_ROWS, rows):
+            batch = np.zeros((rows, length), dtype=np.int32)
+            for slot, index in enumerate(picked[start : start + rows]):
+                row = fitting[int(index)][:length]
+                batch[slot, : row.size] = row
+            yield signature(rows, length), {"ids": batch}
 
 
 def check_forward(forward: Callable[[tf.Tensor], tf.Tensor], network: keras.Model, probe: npt.NDArray) -> None:

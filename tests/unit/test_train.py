@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mlwaf.augment import variants
-from mlwaf.datasets import FAMILIES, Sample, filled, generated_agents
-from mlwaf.features import normalise, windows
+from mlwaf.augment import other_path, script_only, variants
+from mlwaf.datasets import (
+    FAMILIES,
+    Sample,
+    filled,
+    generated_agents,
+    generated_commands,
+    marked,
+    training_and_test,
+)
+from mlwaf.features import SHAPES, normalise, signature, windows
 from mlwaf.model import KIND, load_model
 from mlwaf.train import FILES, write_checksums
 
@@ -27,6 +36,43 @@ def test_variants_are_deterministic_attack_only_and_survive_normalisation() -> N
     originals = {normalise(t) for t in ATTACKS}
     assert any(normalise(s.text) not in originals for s in first)
     assert variants(samples, 0.0, 3) == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        ("<script>alert(document.cookie)</script>", "alert(document.cookie)"),
+        ('<img src=x onerror="prompt(1)">', "prompt(1)"),
+        ("<a href=javascript:confirm(1)>x</a>", "confirm(1)"),
+    ],
+)
+def test_script_only_keeps_the_code_without_its_markup(payload: str, code: str) -> None:
+    assert script_only(payload, random.Random(1)) == code
+
+
+def test_script_only_leaves_a_value_without_code_alone() -> None:
+    assert script_only("<b>bold</b>", random.Random(1)) == "<b>bold</b>"
+
+
+def test_other_path_names_the_same_target_another_way() -> None:
+    seen = {other_path("..\\..\\c:\\windows\\win.ini", random.Random(seed)) for seed in range(30)}
+    assert seen == {"/c:\\windows\\win.ini", "../../c:/windows/win.ini", "..\\..\\c:windows\\win.ini"}
+    # a climb to an ordinary file is not turned into an ordinary absolute path
+    assert {other_path("../../index.php", random.Random(seed)) for seed in range(30)} <= {
+        "../../index.php",
+        "..\\..\\index.php",
+    }
+
+
+def test_wordlist_lines_without_their_family_mark_are_not_attacks() -> None:
+    assert marked("<svg onload=alert(1)>", "xss")
+    assert not marked("Exploit Name: Super short XSS variant 1", "xss")
+    assert marked("../../etc/passwd", "traversal")
+    assert not marked("trace", "cmdi")
+    for command in ("; id", "/bin/ls -al", "cat /etc/passwd", "dir+c:\\", "ipconfig /all", "exec('whoami')"):
+        assert marked(command, "cmdi"), command
+    assert not marked("index.php", "traversal")
+    assert marked("anything", "sqli")  # no mark for SQL: its lists hold no descriptions
 
 
 def test_fuzzing_templates_are_filled_in_as_a_fuzzer_would() -> None:
@@ -46,6 +92,15 @@ def test_fuzzing_templates_are_filled_in_as_a_fuzzer_would() -> None:
     }
     untouched = Sample("<{Opera}>", "xss", "lists")
     assert filled(untouched) is untouched
+
+
+def test_generated_commands_call_out_after_a_separator() -> None:
+    commands = generated_commands(200, 5)
+    assert commands == generated_commands(200, 5)
+    assert {c.family for c in commands} == {"cmdi"}
+    assert all(marked(c.text, "cmdi") for c in commands)  # every one has its separator
+    assert any("nslookup" in c.text for c in commands)
+    assert len({c.text for c in commands}) == len(commands)  # generated host names never repeat
 
 
 def test_generated_agents_look_like_user_agents() -> None:
@@ -68,7 +123,8 @@ def test_network_trains_exports_and_loads(tmp_path: Path) -> None:
     again = neural.fit(rows, labels, len(FAMILIES), settings)
     for a, b in zip(network.get_weights(), again.get_weights(), strict=True):
         assert np.array_equal(a, b)  # deterministic
-    exported = neural.export_tflite(network, rows[:50], seed=1)
+    varied = [windows(f"{a} {b} {n}")[0] for n in range(8) for a in ATTACKS for b in BENIGN]  # int8 calibration
+    exported = neural.export_tflite(network, varied, seed=1)
     for runtime in ("litert-float", "litert-int8"):
         (tmp_path / FILES[runtime]).write_bytes(exported[runtime.split("-")[1]])
     network.save(tmp_path / FILES["tensorflow"])
@@ -79,7 +135,7 @@ def test_network_trains_exports_and_loads(tmp_path: Path) -> None:
         "classes": list(FAMILIES),
         "files": FILES,
         "sha256": {},
-        "thresholds": {"litert-float": {"block": 0.5}},
+        "thresholds": {"litert-float": {"block": 0.5}, "litert-int8": {"block": 0.5}},
     }
     write_checksums(tmp_path)
     meta["sha256"] = {
@@ -94,6 +150,24 @@ def test_network_trains_exports_and_loads(tmp_path: Path) -> None:
     assert families[0] == "sqli"
     keras_probs = load_model(tmp_path / "attack.json", "tensorflow").probabilities(["2 or 2=2--", "tea"])
     assert np.abs(keras_probs - model.probabilities(["2 or 2=2--", "tea"])).max() < 1e-4
+    # int8: a value scores the same alone and among a request's other values (every batch
+    # shape of one length is calibrated on the same rows)
+    int8 = load_model(tmp_path / "attack.json", "litert-int8")
+    crowd = ["2 or 2=2--", *(f"{word} {n}" for n in range(20) for word in BENIGN)][:40]
+    assert np.array_equal(int8.probabilities(crowd[:1]), int8.probabilities(crowd)[:1])
+
+
+def test_int8_calibration_gives_every_row_count_of_a_length_the_same_rows() -> None:
+    neural = pytest.importorskip("mlwaf.neural")
+    examples = [windows(f"{a} {b} {n}")[0] for n in range(40) for a in ATTACKS for b in BENIGN]
+    rows_by_shape: dict[str, list[np.ndarray]] = {}
+    for name, feed in neural.calibration_batches(examples, seed=3):
+        rows_by_shape.setdefault(name, []).append(feed["ids"])
+    assert set(rows_by_shape) == {signature(rows, length) for rows, length in SHAPES}
+    for length in {length for _, length in SHAPES}:
+        seen = [np.concatenate(rows_by_shape[signature(rows, size)]) for rows, size in SHAPES if size == length]
+        assert all(np.array_equal(seen[0], other) for other in seen[1:]), length
+        assert seen[0].shape == (neural.CALIBRATION_ROWS, length)
 
 
 def test_cli_default_epochs_match_the_network_settings() -> None:
@@ -101,3 +175,14 @@ def test_cli_default_epochs_match_the_network_settings() -> None:
     from mlwaf.cli import NETWORK_EPOCHS  # noqa: PLC0415
 
     assert neural.NetworkSettings().epochs == NETWORK_EPOCHS
+
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+
+
+@pytest.mark.skipif(not (SHARED / "httpparams").is_dir(), reason="needs ../shared/datasets beside the checkout")
+def test_the_test_split_never_reaches_training() -> None:
+    train, test = training_and_test(SHARED)
+    assert not {s.text for s in train} & {s.text for s in test}
+    assert not any("{file}" in s.text.lower() for s in train + test)  # templates filled in on both sides
+    assert {s.family for s in test} == set(FAMILIES)
