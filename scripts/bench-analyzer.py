@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from mlwaf.cli import score_lines  # noqa: E402
 from mlwaf.config import ModelSettings, Settings  # noqa: E402
 from mlwaf.decision import Analyzer  # noqa: E402
+from mlwaf.ops.logs import percentile  # noqa: E402
 
 BENIGN = [
     {"method": "GET", "path": "/search.php?q=coffee+grinder&page=2&sort=price", "headers": {}, "body": ""},
@@ -134,11 +135,6 @@ def client_process(sock: str, threads: int, seconds: float, interval: float, que
     for w in workers:
         w.join()
     queue.put((latencies, errors[0]))
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 def memory(pid: int) -> tuple[float, float]:

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import yaml
 
+from mlwaf.ops.logs import percentile  # the project's venv runs this script
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 PERF_LOG = "/var/log/apache2/ml_performance.log"
@@ -147,11 +149,6 @@ def wrk(args: argparse.Namespace, attack_pct: int, seconds: float) -> dict[str, 
     summary["cpu_ms_per_req"] = busy * per_request
     summary["cpu_ms_per_req_by"] = {k: round(v * per_request, 4) for k, v in split.items()}
     return summary
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
 
 
 def new_lines(target: Host, path: str, offset: int) -> list[str]:

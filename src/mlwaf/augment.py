@@ -6,7 +6,8 @@ model nothing. These survive normalisation and are what real evasion looks
 like: a second layer of encoding, SQL comments and odd whitespace between
 tokens, JavaScript escapes, and the attack planted behind and inside ordinary
 text (a search phrase, a name, a sentence), a script sent into a JavaScript
-context without its markup, and a file path in the other forms a server
+context without its markup, its calls written the other ways JavaScript
+allows, and a file path in the other forms a server
 accepts (absolute, the other separator, drive-relative). Deterministic for a
 seed; only ever applied to the training side.
 """
@@ -61,6 +62,28 @@ def script_only(text: str, rng: random.Random) -> str:
     return rng.choice(found) if found else text
 
 
+_CALL = re.compile(r"\b(alert|prompt|confirm|eval|print)\s*\(([^()]*)\)", re.IGNORECASE)
+_PROPERTY = re.compile(r"\b(document|window)\.(cookie|domain|location)\b", re.IGNORECASE)
+_CALL_FORMS = (
+    "{f}.call(null,{a})",
+    "{f}.apply(null,[{a}])",
+    "window['{f}']({a})",
+    'top["{f}"]({a})',
+    "({f})({a})",
+    "{f}?.({a})",
+    "{f}`{a}`",
+)
+
+
+def js_call(text: str, rng: random.Random) -> str:
+    """A script's call and property reads written the other ways JavaScript allows:
+    ``alert.call(null,1)``, ``window['alert'](1)``, ``alert?.(1)``, ``document["cookie"]``."""
+    form = rng.choice(_CALL_FORMS)
+    called = _CALL.sub(lambda m: form.format(f=m.group(1), a=m.group(2)), text, count=1)
+    quote = rng.choice("'\"")
+    return _PROPERTY.sub(lambda m: f"{m.group(1)}[{quote}{m.group(2)}{quote}]", called)
+
+
 _CLIMB = re.compile(r"(?:\.\.+[\\/]+)+")
 _DRIVE = re.compile(r"\b([a-z]):[\\/]+", re.IGNORECASE)
 
@@ -80,7 +103,7 @@ def other_path(text: str, rng: random.Random) -> str:
 
 _BY_FAMILY = {
     "sqli": (double_encode, sql_spacing, planted),
-    "xss": (double_encode, js_escape, planted, script_only),
+    "xss": (double_encode, js_escape, planted, script_only, js_call),
     "cmdi": (double_encode, planted),
     "traversal": (double_encode, planted, other_path),
 }

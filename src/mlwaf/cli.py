@@ -58,6 +58,7 @@ from mlwaf.server import safe_analyze, serve
 
 EXIT_USAGE, EXIT_UNAVAILABLE = 2, 3
 NETWORK_EPOCHS = 12  # mlwaf.neural.NetworkSettings.epochs (not imported: TensorFlow loads slowly)
+NETWORK_MEMBERS = 2  # mlwaf.train.TrainSettings.members
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -292,7 +293,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     data = _datasets(args.data)
     extra = [sample for path in args.extra for sample in extra_samples(Path(path))]
-    settings = TrainSettings(network=NetworkSettings(epochs=args.epochs or NETWORK_EPOCHS, seed=args.seed))
+    network = NetworkSettings(epochs=args.epochs or NETWORK_EPOCHS, seed=args.seed)
+    settings = TrainSettings(network=network, members=args.members or NETWORK_MEMBERS)
     meta = _with_progress(
         "training attack model", lambda progress: train_attack(data, Path(args.out), settings, progress, extra)
     )
@@ -309,8 +311,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_flood(args: argparse.Namespace) -> int:
-    if args.extra:
-        raise ConfigError("--extra adds labelled values to the attack model; the flood/bot model takes none")
+    if args.extra or args.members:
+        raise ConfigError("--extra and --members are for the attack model; the flood/bot model takes neither")
     from mlwaf.behaviour.training import FloodSettings, train_flood  # noqa: PLC0415 - TensorFlow: training only
 
     data = _datasets(args.data)
@@ -560,6 +562,13 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="files/models", help="output folder (default files/models)")
     p.add_argument("--epochs", type=int, help=f"training epochs (default: attack {NETWORK_EPOCHS}, flood 12)")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--members",
+        type=int,
+        choices=range(1, 4),
+        metavar="N",
+        help=f"attack: networks averaged, seeds SEED to SEED+N-1 (default {NETWORK_MEMBERS}; 1 to 3)",
+    )
     p.add_argument(
         "--extra",
         action="append",

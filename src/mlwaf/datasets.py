@@ -232,16 +232,19 @@ def mgm_lookalikes(root: Path) -> list[Sample]:
     return out
 
 
-_VOCABULARY = (
+_ATTACK_VOCABULARY = (
     "select union drop table insert update delete from where order by group having and or not null like "
-    "script alert image onload error document window cat echo ping ls rm etc passwd bin shell sleep "
+    "script alert image onload error document window cat echo ping ls rm etc passwd bin shell sleep"
+)
+_PLAIN_VOCABULARY = (
     "blue red large small shoes shirt london paris new york book music travel price cheap best review "
     "the a of to in is for on with my your our team product service help account password reset login "
     "contact support about news page search result hello world coffee tea garden home office "
     "index admin login logout install config api v1 v2 static assets images img css js user users profile cart "
     "checkout settings dashboard upload download files docs wp content themes public private data feed rss"
 )
-_WORDS = tuple(_VOCABULARY.split(" "))
+_PLAIN_WORDS = tuple(_PLAIN_VOCABULARY.split(" "))
+_WORDS = (*_ATTACK_VOCABULARY.split(" "), *_PLAIN_WORDS)
 _EXTENSIONS = ("", "/", ".php", ".html", ".jsp", ".asp", ".css", ".js", ".png", ".json", ".xml", ".txt", ".log")
 _NAMES = ("O'Brien", "D'Angelo", "Anne-Marie", "José", "Zoë", "Müller", "Nguyễn", "Ólafur", "O'Neil", "Smith & Sons")
 
@@ -322,6 +325,102 @@ def generated_commands(count: int, seed: int) -> list[Sample]:
             body = body.replace(" ", rng.choice(("+", "${IFS}", "%20", "\t")))
         prefix = rng.choice(("", "", "127.0.0.1", "1", rng.choice(_WORDS)))
         out.append(Sample(prefix + body, "cmdi", "generated-commands"))
+    return out
+
+
+TRAINING_REFERENCES = 6000  # generated URLs, paths, names and lists on the training side
+_FOLDERS = ("Documents", "Desktop", "Downloads", "Pictures", "Music", "Videos", "OneDrive")
+_DOCUMENTS = ("docx", "pdf", "xlsx", "jpg", "png", "txt", "csv", "zip", "pptx", "mp3")
+
+
+def generated_references(count: int, seed: int, source: str = "generated-references") -> list[Sample]:
+    """Benign values that quote other syntax: URLs with several query parameters (a return
+    address, a shared link), a browser's upload path, relative asset paths, company names and
+    lists with ``&`` and ``;``, comparisons with ``<`` and ``>``, nested JSON. Attacks use the
+    same signs, so a model that never saw them blocks a user's link or file name."""
+    rng = random.Random(seed)
+
+    def word() -> str:
+        return rng.choice(_PLAIN_WORDS)
+
+    def query() -> str:
+        pairs = []
+        for _ in range(rng.randint(1, 5)):
+            value = rng.choice(
+                (word(), str(rng.randint(0, 9999)), "+".join(word() for _ in range(2)), f"{word()}%20{word()}")
+            )
+            pairs.append(f"{rng.choice((word(), word() + '_' + word()))}={value}")
+        return "&".join(pairs)
+
+    def url() -> str:
+        host = f"{rng.choice(('www.', 'api.', 'shop.', 'm.', ''))}{word()}{word()}.{rng.choice(_TLDS)}"
+        port = rng.choice(("", "", "", f":{rng.choice((8080, 8443, 3000))}"))
+        path = "/".join(rng.choice((word(), str(rng.randint(1, 999)))) for _ in range(rng.randint(0, 4)))
+        fragment = rng.choice(("", "", f"#{word()}", f"#/{word()}/{rng.randint(1, 99)}"))
+        return f"{rng.choice(('https', 'http'))}://{host}{port}/{path}{rng.choice(_EXTENSIONS)}?{query()}{fragment}"
+
+    def name() -> str:
+        return rng.choice((word().capitalize(), rng.choice(_NAMES), word().upper()[:3]))
+
+    def document() -> str:
+        stem = rng.choice((word(), str(rng.randint(1, 2030))))
+        return f"{word()}{rng.choice(('', '_', '-', ' '))}{stem}.{rng.choice(_DOCUMENTS)}"
+
+    def compare() -> str:
+        left = rng.choice((word(), str(rng.randint(0, 99))))
+        return f"{left} {rng.choice(('<', '>', '<=', '>='))} {rng.randint(0, 500)}"
+
+    makers = (
+        url,
+        lambda: f"/{word()}/{word()}?{query()}",
+        lambda: f"?{query()}",
+        lambda: f"{rng.choice('CDE')}:\\Users\\{word()}\\{rng.choice(_FOLDERS)}\\{document()}",
+        lambda: f"C:\\fakepath\\{document()}",
+        lambda: f"{rng.choice(('./', 'assets/', 'static/', './img/', 'media/'))}{word()}{rng.choice(_EXTENSIONS)}",
+        lambda: f"{name()} & {name()}" + rng.choice(("", f"; {name()} & {name()}", f"; {name()}", " Ltd.", " (UK)")),
+        lambda: f"{word().upper()[:1]}&{word().upper()[:1]}" + rng.choice(("", f" {word()}", f"; {word()}")),
+        lambda: "; ".join(name() for _ in range(rng.randint(2, 5))),
+        compare,
+        lambda: f"{word().capitalize()} {compare()} {word()}",
+        lambda: f'{{"{word()}": [{rng.randint(0, 99)}], "{word()}": {{"{word()}": "{word()} {word()}"}}}}',
+        lambda: f'[{{"id": {rng.randint(1, 999)}, "{word()}": "{url()}"}}]',
+    )
+    return [Sample(rng.choice(makers)(), "benign", source) for _ in range(count)]
+
+
+_TABLES = ("users", "user", "accounts", "admin", "members", "customers", "orders", "login", "information_schema.tables")
+_COLUMNS = ("password", "passwd", "pass", "username", "user", "email", "hash", "name", "table_name", "@@version")
+_SQL_OPENERS = ("1", "-1", "0", "1'", '1"', "'", "1)", "1')", "admin'", "x'")
+_SQL_BODIES = (
+    " union select {column} from {table}",
+    " union all select {column},{column2} from {table}",
+    " union select null,{column},null",
+    " and (select count(*) from {table})>0",
+    " or 1=1",
+    " or '1'='1",
+    " and 1=2",
+    " and sleep({n})",
+    "; drop table {table}",
+    "; select {column} from {table}",
+    " order by {n}",
+)
+_SQL_CLOSERS = ("--", "-- -", "#", "/*", "", ";--")
+
+
+def generated_queries(count: int, seed: int) -> list[Sample]:
+    """Textbook SQL injections with common table and column names (``1 union select
+    password from users--``, ``admin' or '1'='1``): the lists hold these in few spellings,
+    and a model that learned the words from benign sentences can let the plainest through."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        body = rng.choice(_SQL_BODIES).format(
+            column=rng.choice(_COLUMNS), column2=rng.choice(_COLUMNS), table=rng.choice(_TABLES), n=rng.randint(1, 12)
+        )
+        text = rng.choice(_SQL_OPENERS) + body + rng.choice(_SQL_CLOSERS)
+        if rng.random() < 0.3:
+            text = text.replace(" ", rng.choice(("/**/", "+", "%20")))
+        out.append(Sample(text, "sqli", "generated-queries"))
     return out
 
 
@@ -553,8 +652,8 @@ def training_and_test(root: Path, seed: int = 7) -> tuple[list[Sample], list[Sam
     """The training set and the untouched test set, split by source.
 
     Test: HttpParamsDataset's own test file, gotestwaf's cases, mgm's benign
-    look-alikes, generated tokens from another seed and labels made of the other half of
-    the licence words. Training: everything else (the three overlapping payload
+    look-alikes, generated tokens and references from another seed, and labels made of the
+    other half of the licence words. Training: everything else (the three overlapping payload
     collections stay together on the training side), less the attack lists' probes
     (``_probe``) and any value the test holds. Templates are filled in on both sides first.
     """
@@ -562,7 +661,8 @@ def training_and_test(root: Path, seed: int = 7) -> tuple[list[Sample], list[Sam
     train = httpparams(root, "train") + wordlists(root) + csic
     tokens = generated_tokens(20000, seed)
     train += generated_benign(30000, seed) + tokens + licence_prose(20000) + generated_agents(TRAINING_AGENTS, seed)
-    train += generated_commands(1500, seed)
+    references = generated_references(TRAINING_REFERENCES, seed)
+    train += generated_commands(1500, seed) + generated_queries(1500, seed) + references
     # label words: the training side's own (CSIC's Spanish names and streets, the licences'
     # first half, the generator's), never a test label's word
     words = {w.lower() for s in csic for w in re.findall(r"[A-Za-z]{3,12}", s.text)}
@@ -571,9 +671,10 @@ def training_and_test(root: Path, seed: int = 7) -> tuple[list[Sample], list[Sam
     # Tokens from another seed check the model on values it has not seen; they
     # test the generator's kinds of token, not real traffic. Those the training
     # side also drew (one-character values, say) are left out of the test.
-    drawn = {s.text for s in tokens}
+    drawn = {s.text for s in tokens + references}
     test = httpparams(root, "test") + gotestwaf(root) + mgm_lookalikes(root)
     test += [s for s in generated_tokens(5000, seed + 1000, "generated-tokens-test") if s.text not in drawn]
+    test += [s for s in generated_references(2000, seed + 1000, "generated-references-test") if s.text not in drawn]
     test += generated_labels(3000, seed + 1000, licence_words(1), "generated-labels-test")
     test = [filled(s) for s in test]
     test_texts = {s.text for s in test}

@@ -6,7 +6,8 @@ neighbouring bytes: ``1 union select`` and ``from users--`` at once), a global m
 over positions, one hidden layer, softmax over the families. Padding is
 masked after every layer, so a value's score does not depend on how far its
 row is padded, and the max over positions means an attack is found wherever
-it sits in a long value.
+it sits in a long value. The shipped model averages two such networks trained
+from different seeds (``ensemble``).
 
 Only training imports TensorFlow; the appliance runs the exported ``.tflite``
 files with LiteRT. The export rebuilds the forward pass from the trained
@@ -67,6 +68,25 @@ def build(classes: int, settings: NetworkSettings) -> keras.Model:
     h = keras.layers.Dropout(settings.dropout, seed=settings.seed)(h)
     probs = keras.layers.Dense(classes, activation="softmax", name="probs")(h)
     return keras.Model(ids, probs, name="attack")
+
+
+def ensemble(members: list[keras.Model]) -> keras.Model:
+    """One model that averages its members' probabilities (a single member is returned as is).
+
+    Networks trained alike from different seeds disagree on the values near the
+    boundary; their average depends less on any one seed's luck."""
+    if len(members) == 1:
+        return members[0]
+    ids = keras.Input((None,), dtype="int32", name="ids")
+    for number, member in enumerate(members):
+        member.name = f"member{number}"
+    probs = keras.layers.Average(name="mean_probs")([member(ids) for member in members])
+    return keras.Model(ids, probs, name="attack")
+
+
+def members(network: keras.Model) -> list[keras.Model]:
+    """The networks an ensemble averages, or the network itself."""
+    return [layer for layer in network.layers if isinstance(layer, keras.Model)] or [network]
 
 
 def padded_batches(
@@ -142,6 +162,14 @@ def predict(network: keras.Model, rows: Rows) -> npt.NDArray[np.float32]:
 
 
 def _constant_forward(network: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
+    """The forward pass with the trained weights as constants: one network's, or the mean of an ensemble's."""
+    forwards = [_member_forward(member) for member in members(network)]
+    if len(forwards) == 1:
+        return forwards[0]
+    return lambda ids: tf.add_n([forward(ids) for forward in forwards]) / len(forwards)
+
+
+def _member_forward(network: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
     embed, conv5_k, conv5_b, conv3_k, conv3_b, context_k, context_b, hidden_k, hidden_b, out_k, out_b = (
         tf.constant(w) for w in network.get_weights()
     )

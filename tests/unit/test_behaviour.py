@@ -200,10 +200,11 @@ def test_replay_blocks_attackers_and_spares_people() -> None:
     assert all(o["retry_after"] >= 1 for o in floods)
     assert any(r["family"] == "flood" and r["model"] == "behaviour" for o in floods for r in o["reasons"])
     for label, family in (("scanner", "scanner"), ("stuffing", "credential-stuffing")):
-        blocked = [o for o in by_label[label] if o["verdict"] == "block"]
-        assert len(blocked) > 15, label
-        assert blocked[0]["status"] == 403
-        assert blocked[0]["reasons"][0]["family"] == family
+        # the attack model may block a probe too (``/.htaccess``); the ban is the behaviour layer's
+        banned = [o for o in by_label[label] if any(r["model"] == "behaviour" for r in o["reasons"])]
+        assert len(banned) > 15, label
+        assert all(o["verdict"] == "block" and o["status"] == 403 for o in banned), label
+        assert all(r["family"] == family for o in banned for r in o["reasons"] if r["model"] == "behaviour")
     assert all(o["verdict"] != "block" for o in replay(records, "development") if o["id"].startswith("flood"))
 
 

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import random
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mlwaf.augment import other_path, script_only, variants
+from mlwaf.augment import js_call, other_path, script_only, variants
 from mlwaf.datasets import (
     FAMILIES,
     Sample,
     filled,
     generated_agents,
     generated_commands,
+    generated_queries,
+    generated_references,
     marked,
     training_and_test,
 )
@@ -52,6 +56,14 @@ def test_script_only_keeps_the_code_without_its_markup(payload: str, code: str) 
 
 def test_script_only_leaves_a_value_without_code_alone() -> None:
     assert script_only("<b>bold</b>", random.Random(1)) == "<b>bold</b>"
+
+
+def test_js_call_writes_the_call_and_property_reads_another_way() -> None:
+    seen = {js_call("<svg onload=alert(document.cookie)>", random.Random(seed)) for seed in range(60)}
+    assert "<svg onload=alert.call(null,document['cookie'])>" in seen
+    assert "<svg onload=window['alert'](document[\"cookie\"])>" in seen
+    assert all("document.cookie" not in text and "alert(document" not in text for text in seen)
+    assert js_call("<b>bold</b>", random.Random(1)) == "<b>bold</b>"
 
 
 def test_other_path_names_the_same_target_another_way() -> None:
@@ -113,6 +125,25 @@ def test_generated_agents_look_like_user_agents() -> None:
     assert all("{" not in t and "<" not in t for t in texts)
 
 
+def test_generated_queries_are_textbook_sql_injections() -> None:
+    queries = generated_queries(300, 5)
+    assert queries == generated_queries(300, 5)
+    assert {q.family for q in queries} == {"sqli"}
+    assert all(marked(q.text, "sqli") for q in queries)
+    assert any("union" in q.text and "password" in q.text for q in queries)
+
+
+def test_generated_references_quote_urls_paths_and_names_without_attack_words() -> None:
+    references = generated_references(400, 5)
+    assert references == generated_references(400, 5)
+    assert {r.family for r in references} == {"benign"}
+    texts = [r.text for r in references]
+    assert any("://" in t and "&" in t.split("?", 1)[-1] for t in texts)  # URLs with several parameters
+    assert any(t.startswith("C:\\fakepath\\") for t in texts)
+    assert not any(re.search(r"\b(select|union|script|alert|ping|passwd|etc)\b", t) for t in texts)
+    assert not any(".." in t for t in texts)
+
+
 def test_network_trains_exports_and_loads(tmp_path: Path) -> None:
     neural = pytest.importorskip("mlwaf.neural")
     samples = [Sample(t, "sqli", "t") for t in ATTACKS] * 30 + [Sample(t, "benign", "t") for t in BENIGN] * 30
@@ -170,11 +201,33 @@ def test_int8_calibration_gives_every_row_count_of_a_length_the_same_rows() -> N
         assert seen[0].shape == (neural.CALIBRATION_ROWS, length)
 
 
-def test_cli_default_epochs_match_the_network_settings() -> None:
+def test_ensemble_averages_its_members_in_keras_and_in_the_export(tmp_path: Path) -> None:
     neural = pytest.importorskip("mlwaf.neural")
-    from mlwaf.cli import NETWORK_EPOCHS  # noqa: PLC0415
+    samples = [Sample(t, "sqli", "t") for t in ATTACKS] * 10 + [Sample(t, "benign", "t") for t in BENIGN] * 10
+    rows = [windows(s.text)[0] for s in samples]
+    labels = np.array([FAMILIES.index(s.family) for s in samples])
+    settings = neural.NetworkSettings(embedding=8, filters=8, hidden=8, epochs=2, batch=32)
+    first, second = (neural.fit(rows, labels, len(FAMILIES), replace(settings, seed=n)) for n in (1, 2))
+    assert neural.members(first) == [first]
+    assert neural.ensemble([first]) is first
+    probe = np.zeros((3, 16), dtype=np.int32)
+    probe[:, :9] = [list(normalise(t)[:9]) for t in ("1 or 1=1 ", "hello wor", "union sel")]
+    mean = (first(probe, training=False).numpy() + second(probe, training=False).numpy()) / 2
+    both = neural.ensemble([first, second])
+    both.save(tmp_path / "attack.keras")
+    loaded = neural.keras.models.load_model(tmp_path / "attack.keras", compile=False)
+    assert len(neural.members(loaded)) == 2
+    assert np.allclose(loaded(probe, training=False).numpy(), mean, atol=1e-6)
+    neural.check_forward(neural._constant_forward(loaded), loaded, probe)  # what the export runs
+
+
+def test_cli_defaults_match_the_training_settings() -> None:
+    neural = pytest.importorskip("mlwaf.neural")
+    from mlwaf.cli import NETWORK_EPOCHS, NETWORK_MEMBERS  # noqa: PLC0415
+    from mlwaf.train import TrainSettings  # noqa: PLC0415
 
     assert neural.NetworkSettings().epochs == NETWORK_EPOCHS
+    assert TrainSettings().members == NETWORK_MEMBERS
 
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets"
