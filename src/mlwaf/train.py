@@ -107,16 +107,11 @@ def train_attack(
     calibration = [s for s in validation if s.family == "benign" and not s.source.startswith("generated")]
     labels = np.array([FAMILIES.index(s.family) for s in fit_part], dtype=np.intp)
     rows = _rows(fit_part)
+    members = settings.members
     network = ensemble(
         [
-            fit(
-                rows,
-                labels,
-                len(FAMILIES),
-                replace(settings.network, seed=seed + number),
-                _share(progress, number, settings.members),
-            )
-            for number in range(settings.members)
+            fit(rows, labels, len(FAMILIES), replace(settings.network, seed=seed + n), _share(progress, n, members))
+            for n in range(members)
         ]
     )
 
