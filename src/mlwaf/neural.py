@@ -132,21 +132,28 @@ def trainer(
 
 
 def fit(
-    rows: Rows, labels: npt.NDArray[np.intp], classes: int, settings: NetworkSettings, progress: Progress | None = None
+    rows: Rows,
+    labels: npt.NDArray[np.intp],
+    classes: int,
+    settings: NetworkSettings,
+    *,
+    progress: Progress | None = None,
+    weights: npt.NDArray[np.float32] | None = None,
 ) -> keras.Model:
-    """Train deterministically (fixed seeds, deterministic ops, fixed batch order)."""
+    """Train deterministically (fixed seeds, deterministic ops, fixed batch order).
+    ``weights``: each row's weight in the loss (default: ``balanced_weights`` of its class)."""
     keras.utils.set_random_seed(settings.seed)
     tf.config.experimental.enable_op_determinism()
     network = build(classes, settings)
-    class_weight = balanced_weights(labels, classes)
+    if weights is None:
+        weights = balanced_weights(labels, classes)[labels]
     total = settings.epochs * -(-len(rows) // settings.batch)
     step = trainer(network, settings.learning_rate, total, clipnorm=1.0)
     rng = np.random.default_rng(settings.seed)
     done = 0
     for _ in range(settings.epochs):
         for batch, chunk in padded_batches(rows, settings.batch, rng):
-            target = labels[chunk]
-            step(batch, target, class_weight[target])
+            step(batch, labels[chunk], weights[chunk])
             done += 1
             if progress:
                 progress(done, total)

@@ -11,6 +11,7 @@ The parent only supervises: it restarts a worker that dies, forwards SIGHUP
 (reopen the decision log and the profile observations after rotation) and stops everyone on SIGTERM.
 Socket activation is supported: with ``LISTEN_FDS`` from systemd the socket
 is inherited, otherwise it is created with the configured group and mode.
+Under systemd the parent reports ``READY=1`` once its workers serve (``notify``).
 """
 
 from __future__ import annotations
@@ -58,6 +59,21 @@ METRICS_SLOT = -1
 def log(message: str) -> None:
     """One line to stderr, which systemd sends to the journal."""
     print(message, file=sys.stderr, flush=True)
+
+
+def notify(state: str) -> None:
+    """Tell systemd how the daemon stands (``Type=notify``): ``READY=1`` once the workers
+    serve, so that ``systemctl start`` and the playbook's restart return only then. Nothing
+    happens outside systemd (no ``$NOTIFY_SOCKET``)."""
+    path = os.environ.get("NOTIFY_SOCKET", "")
+    if not path:
+        return
+    address = "\0" + path[1:] if path.startswith("@") else path
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(state.encode(), address)
+    except OSError as error:
+        log(f"mlwaf: cannot tell systemd {state!r} through {path}: {error}")
 
 
 def handle_line(analyzer: Analyzer, line: bytes) -> tuple[Reply, Request | None]:
@@ -284,6 +300,7 @@ class Pool:
     def forward(self, signum: int, _frame: object = None) -> None:
         if signum != signal.SIGHUP:
             self.stopping = True
+            notify("STOPPING=1")
         for pid in list(self.children):
             _kill(pid, signal.SIGTERM if signum == signal.SIGINT else signum)
 
@@ -294,6 +311,7 @@ class Pool:
         for slot in range(settings.worker_count):
             self.spawn(slot)
         log(f"mlwaf: serving on {settings.socket} with {len(self.children)} workers, mode {settings.mode}")
+        notify(f"READY=1\nSTATUS=serving with {len(self.children)} workers, mode {settings.mode}")
         if settings.metrics_listen or settings.metrics_textfile:
             self.spawn(METRICS_SLOT)
             url = settings.metrics_listen and f"http://{settings.metrics_listen}/metrics"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -36,6 +37,7 @@ class TrainSettings:
     augment_share: float = 0.3  # of the attack values get one evasion variant
     target_fpr: float = 0.001  # block threshold: at most this share of held-out benign values above it
     members: int = 2  # networks averaged (seeds seed, seed + 1, ...): each one adds ~0.06 ms per request
+    source_balance: float = 0.5  # 0: a family's sources weigh as many values as they have; 1: all alike
 
     @property
     def seed(self) -> int:
@@ -61,6 +63,23 @@ def calibrate(model: AttackModel, benign: list[Sample], target_fpr: float) -> di
     allowed = int(np.floor(target_fpr * scores.size))
     block = float(min(0.99, max(MIN_BLOCK_THRESHOLD, scores[scores.size - allowed - 1] + 1e-4)))
     return {"block": round(block, 4), "log": round(max(0.5, block - 0.2), 4)}
+
+
+def source_weights(samples: list[Sample], balance: float) -> npt.NDArray[np.float32]:
+    """Each value's weight in the loss. Every family weighs the same in all (as
+    ``neural.balanced_weights``); within a family, a source of n values weighs in
+    proportion to n ** (1 - balance), its augmented variants counted with it. A large
+    template-made source then no longer drowns the small real ones that unseen traffic
+    resembles more."""
+    families = np.array([FAMILIES.index(s.family) for s in samples])
+    groups = [(s.family, s.source.removesuffix("+augmented")) for s in samples]
+    sizes = Counter(groups)
+    raw = np.array([float(sizes[g]) ** -balance for g in groups])
+    out = np.empty(len(samples), dtype=np.float64)
+    for family in np.unique(families):
+        mask = families == family
+        out[mask] = raw[mask] * len(samples) / (len(FAMILIES) * raw[mask].sum())
+    return out.astype(np.float32)
 
 
 def _share(progress: Progress | None, number: int, members: int) -> Progress | None:
@@ -107,10 +126,18 @@ def train_attack(
     calibration = [s for s in validation if s.family == "benign" and not s.source.startswith("generated")]
     labels = np.array([FAMILIES.index(s.family) for s in fit_part], dtype=np.intp)
     rows = _rows(fit_part)
+    weights = source_weights(fit_part, settings.source_balance)
     members = settings.members
     network = ensemble(
         [
-            fit(rows, labels, len(FAMILIES), replace(settings.network, seed=seed + n), _share(progress, n, members))
+            fit(
+                rows,
+                labels,
+                len(FAMILIES),
+                replace(settings.network, seed=seed + n),
+                progress=_share(progress, n, members),
+                weights=weights,
+            )
             for n in range(members)
         ]
     )

@@ -28,6 +28,9 @@ def test_analyzer_service_and_socket(host) -> None:
     assert host.run(f"ps -o user= -p {main_pid}").stdout.strip() == "mlwaf"
     workers = host.run(f"pgrep -P {main_pid}").stdout.split()
     assert len(workers) >= 1, "the parent forks its workers"
+    unit = host.run("systemctl show mlwaf-analyzer -p Type -p StatusText").stdout.splitlines()
+    assert "Type=notify" in unit
+    assert any(line.startswith("StatusText=serving with") for line in unit), unit
 
 
 def test_analyzer_unit_is_hardened(host) -> None:
@@ -203,6 +206,15 @@ def test_killed_analyzer_comes_back(host, client: Client) -> None:
     assert wait_until(lambda: host.run("/opt/mlwaf/venv/bin/mlwaf query --timeout 2 /index.php").rc == 0)
     marker = uuid.uuid4().hex
     assert client.request(f"/search.php?t={marker}&q={ML_ONLY_ATTACK}").status == 403
+
+
+def test_restart_returns_once_the_analyzer_serves(host, client: Client) -> None:
+    # Type=notify: systemctl, and so the playbook's handler, waits for the READY=1 the daemon
+    # sends once its models are loaded and its workers fork. The first request after it is scored.
+    assert host.run("systemctl restart mlwaf-analyzer.service").rc == 0
+    marker = uuid.uuid4().hex
+    assert client.request(f"/search.php?t={marker}&q={ML_ONLY_ATTACK}").status == 403
+    assert not log_lines(host, "/var/log/apache2/ml_fallback.log", marker), "no fallback after the restart"
 
 
 @pytest.fixture

@@ -39,6 +39,11 @@ def ask(path: Path, payload: bytes, timeout: float = 5.0) -> dict:
     return json.loads(data)
 
 
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def line(message: dict) -> bytes:
     return json.dumps(message).encode() + b"\n"
 
@@ -57,18 +62,26 @@ def daemon(tmp_path_factory: pytest.TempPathFactory):
         f'[profile]\nobservations = "{folder / "observations.jsonl"}"\n'
         f'[behaviour]\nenabled = true\nbaseline = "{folder / "baseline.npz"}"\n'
     )
+    systemd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # stands in for systemd's notify socket
+    systemd.bind(str(folder / "notify"))
+    systemd.settimeout(20)
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlwaf.cli", "serve", "--config", str(config)],
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "NOTIFY_SOCKET": str(folder / "notify")},
     )
-    deadline = time.monotonic() + 20
-    while not sock.exists() and time.monotonic() < deadline:
+    ready = systemd.recv(4096).decode()
+    assert ready.startswith("READY=1\nSTATUS=serving with 2 workers"), ready
+    assert sock.exists(), "ready before the socket exists"
+    deadline = time.monotonic() + 10  # the metrics process, forked after the workers, binds its port on its own
+    while not listening(port) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sock.exists(), "the daemon did not open its socket"
     yield proc, sock, log, port
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
+    assert systemd.recv(4096) == b"STOPPING=1"
+    systemd.close()
     journal = proc.stderr.read()
     assert "stopped" in journal
     assert "endpoint rate baseline starts empty" in journal

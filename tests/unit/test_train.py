@@ -25,7 +25,7 @@ from mlwaf.datasets import (
 )
 from mlwaf.features import SHAPES, normalise, signature, windows
 from mlwaf.model import KIND, load_model
-from mlwaf.train import FILES, write_checksums
+from mlwaf.train import FILES, source_weights, write_checksums
 
 ATTACKS = ["1 or 1=1", "union select 1", "' or ''='", "1; drop table x", "admin'--", "1 and sleep(5)"]
 BENIGN = ["hello", "coffee", "blue shirt", "paris", "john smith", "page 2"]
@@ -142,6 +142,21 @@ def test_generated_references_quote_urls_paths_and_names_without_attack_words() 
     assert any(t.startswith("C:\\fakepath\\") for t in texts)
     assert not any(re.search(r"\b(select|union|script|alert|ping|passwd|etc)\b", t) for t in texts)
     assert not any(".." in t for t in texts)
+
+
+def test_source_weights_balance_families_and_temper_large_sources() -> None:
+    samples = [Sample("a", "benign", "b")] * 10 + [Sample("x", "xss", "big")] * 90
+    samples += [Sample("y", "xss", "small")] * 6 + [Sample("y2", "xss", "small+augmented")] * 3
+    families = np.array([s.family for s in samples])
+    sources = np.array([s.source.removesuffix("+augmented") for s in samples])
+    for balance in (0.0, 0.5, 1.0):
+        weights = source_weights(samples, balance)
+        # every family present weighs len(samples) / len(FAMILIES) in all, whatever the balance
+        assert weights[families == "benign"].sum() == pytest.approx(len(samples) / len(FAMILIES))
+        assert weights[families == "xss"].sum() == pytest.approx(len(samples) / len(FAMILIES))
+        big, small = (weights[sources == name].sum() for name in ("big", "small"))
+        assert big / small == pytest.approx((90 / 9) ** (1 - balance))  # augmented variants count with their source
+    assert np.allclose(source_weights(samples, 0.0)[families == "xss"], len(samples) / (len(FAMILIES) * 99))
 
 
 def test_network_trains_exports_and_loads(tmp_path: Path) -> None:
