@@ -32,7 +32,7 @@ BUCKETS_MS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0)
 OTHER = ("other", "other")
 TEXTFILE_EVERY_S = 15
 # single values per row: summed over the workers, or (workers, load_s, started) the parent's
-SCALARS = ("ms_sum", "status_reports", "fallbacks", "redis_down", "workers", "load_s", "started")
+SCALARS = ("ms_sum", "status_reports", "abandoned", "fallbacks", "redis_down", "workers", "load_s", "started")
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,9 @@ class Metrics:
     def status_report(self) -> None:
         self._add(self.scalar("status_reports"))
 
+    def abandoned(self) -> None:
+        self._add(self.scalar("abandoned"))
+
     def set(self, name: str, value: float) -> None:
         self.table[self.row, self.scalar(name)] = value
 
@@ -123,6 +126,11 @@ class Metrics:
             "mlwaf_status_reports",
             "Response statuses reported for the behavioural layer",
             value=workers[self.scalar("status_reports")],
+        )
+        yield CounterMetricFamily(
+            "mlwaf_abandoned_requests",
+            "Requests not analysed because the bridge had given up on them (its timeout) before a worker read them",
+            value=workers[self.scalar("abandoned")],
         )
         yield CounterMetricFamily(
             "mlwaf_behaviour_redis_fallbacks",

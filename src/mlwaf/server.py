@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import grp
 import os
+import select
 import signal
 import socket
 import struct
@@ -195,6 +196,16 @@ def read_line(conn: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+def hung_up(conn: socket.socket) -> bool:
+    """Whether the client has closed its end: the bridge gives up after its timeout, and
+    under overload the backlog fills with such requests. Scoring them would only make
+    every later one wait longer (and time out in turn), so they are dropped unread;
+    Apache has already let them through as fallbacks."""
+    poller = select.poll()
+    poller.register(conn, 0)  # a full close only (POLLHUP), not a client's half-close after sending
+    return bool(poller.poll(0))
+
+
 def worker(
     listener: socket.socket, analyzer: Analyzer, logs: list[DecisionLog | ObservationLog], metrics: Metrics, slot: int
 ) -> None:
@@ -222,6 +233,9 @@ def worker(
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _READ_TIMEOUT)
                 line = read_line(conn)
                 if not line.strip():
+                    continue
+                if hung_up(conn):
+                    metrics.abandoned()
                     continue
                 reply, request = handle_line(analyzer, line)
                 conn.sendall(reply.encode())

@@ -128,6 +128,7 @@ def test_metrics_endpoint(host, sent: float) -> None:
     assert values["mlwaf_workers"] >= 1
     assert any(key.startswith("mlwaf_model_info{") for key in values)
     assert "mlwaf_behaviour_redis_fallbacks_total" in text
+    assert "mlwaf_abandoned_requests_total" in values
 
 
 def test_server_status_is_local_only(host) -> None:

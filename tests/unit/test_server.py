@@ -23,7 +23,7 @@ from mlwaf.ops.canary import run_canaries
 from mlwaf.ops.health import check, scrape
 from mlwaf.ops.settings import Alerts, MonitoringSettings, Services
 from mlwaf.protocol import VERDICTS
-from mlwaf.server import handle_line
+from mlwaf.server import handle_line, hung_up
 
 MODEL = Path(__file__).resolve().parents[2] / "files" / "models" / "attack.json"
 ATTACK = {"v": 1, "id": "r1", "path": "/s", "args": [["query", "q", "1 union select password from users--"]]}
@@ -42,6 +42,17 @@ def ask(path: Path, payload: bytes, timeout: float = 5.0) -> dict:
 def listening(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def scrape_until(port: int, done, seconds: float = 5.0) -> dict[str, float]:
+    """The metrics once ``done(metrics)`` holds: a worker counts a request just after it
+    has answered, so a scrape straight after the answer may come first."""
+    deadline = time.monotonic() + seconds
+    while True:
+        metrics = scrape(f"http://127.0.0.1:{port}/metrics")
+        if done(metrics) or time.monotonic() > deadline:
+            return metrics
+        time.sleep(0.05)
 
 
 def line(message: dict) -> bytes:
@@ -223,7 +234,8 @@ def test_metrics_count_what_was_answered(daemon) -> None:
         assert ask(sock, line(ATTACK))["verdict"] == "block"
     assert ask(sock, line({"v": 1, "path": "/s", "args": [["query", "q", "shoes"]]}))["verdict"] == "allow"
     assert ask(sock, b"not json\n")["error"]
-    after = scrape(f"http://127.0.0.1:{port}/metrics")
+    counted = before.get("mlwaf_processing_seconds_count", 0.0) + 5
+    after = scrape_until(port, lambda m: m["mlwaf_processing_seconds_count"] >= counted)
 
     def grew(key: str) -> float:
         return after[key] - before.get(key, 0.0)
@@ -238,6 +250,40 @@ def test_metrics_count_what_was_answered(daemon) -> None:
     assert 0 < after["mlwaf_model_load_seconds"] < 60
     assert any(k.startswith("mlwaf_model_info{") and 'model="attack"' in k for k in after)
     assert after["mlwaf_tracked_clients"] >= 0
+
+
+def test_hung_up_tells_a_closed_client_from_one_that_only_finished_sending() -> None:
+    for ending, gone in (("close", True), ("half-close", False), ("stay", False)):
+        server, client = socket.socketpair()
+        with server, client:
+            client.sendall(line(ATTACK))
+            if ending == "close":
+                client.close()
+            elif ending == "half-close":
+                client.shutdown(socket.SHUT_WR)  # as `mlwaf query` does, and still waits for its answer
+            assert server.recv(65536) == line(ATTACK)
+            assert hung_up(server) is gone, ending
+
+
+def test_requests_the_bridge_gave_up_on_are_not_analysed(daemon) -> None:
+    _, sock, log, port = daemon
+    before = scrape(f"http://127.0.0.1:{port}/metrics")
+    silent = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2)]
+    for conn in silent:  # keep both workers waiting for a message
+        conn.connect(str(sock))
+    time.sleep(0.3)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as queued:  # waits in the backlog, then gives up
+        queued.connect(str(sock))
+        queued.sendall(line({**ATTACK, "id": "abandoned"}))
+    for conn in silent:
+        conn.close()
+    assert ask(sock, line({**ATTACK, "id": "after"}))["verdict"] == "block"
+    blocked, dropped = 'mlwaf_requests_total{verdict="block"}', "mlwaf_abandoned_requests_total"
+    after = scrape_until(port, lambda m: m[blocked] > before[blocked] and m[dropped] > before[dropped])
+    assert '"after"' in log.read_text()  # logged before it is counted
+    assert '"abandoned"' not in log.read_text()
+    assert after[dropped] - before[dropped] == 1
+    assert after[blocked] - before[blocked] == 1
 
 
 def test_metrics_textfile(daemon) -> None:
