@@ -129,7 +129,7 @@ class Metrics:
         )
         yield CounterMetricFamily(
             "mlwaf_abandoned_requests",
-            "Requests not analysed because the bridge had given up on them (its timeout) before a worker read them",
+            "Requests not analysed because the bridge had given up on them (its timeout) before a worker took them up",
             value=workers[self.scalar("abandoned")],
         )
         yield CounterMetricFamily(

@@ -199,7 +199,7 @@ def read_line(conn: socket.socket) -> bytes:
 def hung_up(conn: socket.socket) -> bool:
     """Whether the client has closed its end: the bridge gives up after its timeout, and
     under overload the backlog fills with such requests. Scoring them would only make
-    every later one wait longer (and time out in turn), so they are dropped unread;
+    every later one wait longer (and time out in turn), so they are dropped unscored;
     Apache has already let them through as fallbacks."""
     poller = select.poll()
     poller.register(conn, 0)  # a full close only (POLLHUP), not a client's half-close after sending

@@ -271,7 +271,7 @@ def test_requests_the_bridge_gave_up_on_are_not_analysed(daemon) -> None:
     silent = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2)]
     for conn in silent:  # keep both workers waiting for a message
         conn.connect(str(sock))
-    time.sleep(0.3)
+    time.sleep(0.5)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as queued:  # waits in the backlog, then gives up
         queued.connect(str(sock))
         queued.sendall(line({**ATTACK, "id": "abandoned"}))
