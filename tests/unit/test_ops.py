@@ -63,6 +63,8 @@ def test_access_lines() -> None:
     assert parse_access(access_line(NOW, 200, verdict="allow")).blocked_by == ""
     old_format = access_line(NOW).replace(" -\n", "\n")  # before the verdict field was added
     assert parse_access(old_format).verdict == "-"
+    fallback = access_line(NOW, 200, verdict="")  # the analyzer did not answer: an empty field
+    assert (parse_access(fallback).verdict, parse_access(fallback).blocked_by) == ("-", "")
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,8 @@ from mlwaf.files import text_lines
 
 # %a %l %u %t "%r" %>s %O "%{Referer}i" "%{User-Agent}i" %D [%{MLWAF_VERDICT}e]
 _QUOTED = r'"((?:[^"\\]|\\.)*)"'
-ACCESS = re.compile(rf"^(\S+) \S+ \S+ \[([^\]]+)\] {_QUOTED} (\d{{3}}) (\S+) {_QUOTED} {_QUOTED} (\d+)(?: (\S+))?$")
+# the verdict field is empty, not "-", when the bridge fell back (the rule sets the variable to nothing)
+ACCESS = re.compile(rf"^(\S+) \S+ \S+ \[([^\]]+)\] {_QUOTED} (\d{{3}}) (\S+) {_QUOTED} {_QUOTED} (\d+)(?: (\S*))?$")
 BLOCK_STATUSES = (403, 429, 503)
 # ml_fallback.log: [%Y-%m-%d %H:%M:%S] UNIQUE_ID %a "%r" %>s analyzer unavailable: <why>, fail-open|closed
 FALLBACK = re.compile(
