@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
-from mlwaf import __version__
+from mlwaf import __version__, targets
 from mlwaf.behaviour.geo import GeoError
 from mlwaf.behaviour.simulate import DEMO_SITE, Generator, SimulationError, drive, site_from_requests
 from mlwaf.behaviour.simulate import SCENARIOS as SIMULATION_SCENARIOS
@@ -25,12 +25,13 @@ from mlwaf.config import (
     Settings,
     load,
 )
-from mlwaf.datasets import DatasetError, csic_split, extra_samples
+from mlwaf.datasets import FAMILIES, DatasetError, csic_split, extra_samples
 from mlwaf.decision import Analyzer
 from mlwaf.evaluate import (
     Detector,
     EvaluationError,
     LabelledRequest,
+    Result,
     agent_detector,
     agent_items,
     chart,
@@ -354,8 +355,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "never drew, and the test attacks sent as a User-Agent; mlwaf reads the header as the analyzer does "
         "(a plain browser or tool string is not scored).\n\n" + markdown(agents, "values")
     )
-    profile_report, profile_rates = _evaluate_profile(data, args.seed, detectors)
-    report += "\n" + profile_report
+    profile_report, profile_rates, profile_result = _evaluate_profile(data, args.seed, detectors)
+    goals = [
+        *targets.detection(per_request, "mlwaf"),
+        targets.false_positives(per_request, "mlwaf", name="benign requests blocked"),
+        *targets.detection(profile_result, "profile", {"tampered": targets.PROFILE_MIN_DETECTION}),
+        targets.false_positives(profile_result, "profile", name="benign requests blocked by the application profile"),
+    ]
+    if "libinjection" in detectors:
+        goals += targets.better_than(per_request, "mlwaf", "libinjection", FAMILIES, "requests")
+        goals += targets.better_than(per_value, "mlwaf", "libinjection", ("benign",), "values")
+    goals.append(targets.inference(milliseconds))
+    report += "\n" + profile_report + "\n" + targets.markdown(goals)
     print(report, end="")
     if args.out:
         out = Path(args.out)
@@ -371,6 +382,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "per_value": overall(per_value),
             "user_agent": overall(agents),
             "profile": profile_rates,
+            "targets": targets.summary(goals),
         }
         (out / "detection.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         chart(per_request, out / "detection.png", "requests")
@@ -379,9 +391,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_profile(data: Path, seed: int, detectors: dict[str, Detector]) -> tuple[str, dict[str, object]]:
+def _evaluate_profile(data: Path, seed: int, detectors: dict[str, Detector]) -> tuple[str, dict[str, object], Result]:
     """The application profile on the example site (CSIC) next to the other detectors, and a
-    real site's paths; markdown and machine-readable rates."""
+    real site's paths; markdown, machine-readable rates and the example site's counts."""
     threshold = ProfileSettings.block_threshold
     profile, items = profile_items(data, seed)
     result = evaluate(items, {"profile": profile_detector(profile, threshold), **detectors})
@@ -407,7 +419,7 @@ def _evaluate_profile(data: Path, seed: int, detectors: dict[str, Detector]) -> 
             "",
         ]
         rates["real_site_paths_fpr"] = round(fpr, 6)
-    return "\n".join(lines), rates
+    return "\n".join(lines), rates, result
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

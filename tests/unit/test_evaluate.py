@@ -138,6 +138,10 @@ def test_evaluate_command_writes_its_report(tmp_path: Path, capsys) -> None:
     assert summary["per_request"]["mlwaf"]["fpr"] < 0.01
     assert summary["user_agent"]["mlwaf"]["fpr"] < 0.01
     assert 0 < summary["inference_ms_per_request"] < 5
+    met = {row["target"]: row["met"] for row in summary["targets"]}
+    assert met["sqli detected"]
+    assert met["benign requests blocked"]
+    assert {"xss detected", "tampered detected", "benign values blocked, against libinjection"} <= set(met)
     assert (tmp_path / "detection.png").stat().st_size > 0
     assert (tmp_path / "detection-values.png").stat().st_size > 0
     assert "Balanced accuracy" in capsys.readouterr().out
