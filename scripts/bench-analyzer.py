@@ -33,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "files" / "models" / "attack.json"
+BRIDGE_TIMEOUT_MS = 50  # the Lua bridge's default receive timeout (ml_analyzer_timeout_ms)
 sys.path.insert(0, str(ROOT / "src"))
 
 from mlwaf.cli import score_lines  # noqa: E402
@@ -187,6 +188,8 @@ def bench_socket(clients: int, seconds: float, rate: float) -> dict[str, float]:
         "p50": percentile(latencies, 50),
         "p95": percentile(latencies, 95),
         "p99": percentile(latencies, 99),
+        "slowest": max(latencies, default=0.0),
+        "over_timeout": sum(latency > BRIDGE_TIMEOUT_MS for latency in latencies),
         "errors": errors,
         "rss": rss,
         "pss": pss,
@@ -211,6 +214,8 @@ def main() -> None:
     print(f"| socket, {args.clients} concurrent clients ({loop}) | {result['rate']:,.0f} requests/s |")
     for p in ("p50", "p95", "p99"):
         print(f"| socket round trip {p} | {result[p]:.2f} ms |")
+    print(f"| slowest round trip | {result['slowest']:.2f} ms |")
+    print(f"| round trips over the bridge's {BRIDGE_TIMEOUT_MS} ms timeout | {result['over_timeout']} |")
     print(f"| failed round trips | {result['errors']} |")
     print(f"| daemon RSS, parent + workers (models loaded) | {result['rss']:.0f} MB |")
     print(f"| daemon PSS, parent + workers (shared pages once) | {result['pss']:.0f} MB |")

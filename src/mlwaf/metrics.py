@@ -12,11 +12,12 @@ collector. The exposition format is prometheus_client's.
 from __future__ import annotations
 
 import bisect
+import gc
 import mmap
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +33,18 @@ BUCKETS_MS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0)
 OTHER = ("other", "other")
 TEXTFILE_EVERY_S = 15
 # single values per row: summed over the workers, or (workers, load_s, started) the parent's
-SCALARS = ("ms_sum", "status_reports", "abandoned", "fallbacks", "redis_down", "workers", "load_s", "started")
+SCALARS = (
+    "ms_sum",
+    "status_reports",
+    "abandoned",
+    "gc_s",
+    "gc_longest_s",
+    "fallbacks",
+    "redis_down",
+    "workers",
+    "load_s",
+    "started",
+)
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,21 @@ class Metrics:
     def abandoned(self) -> None:
         self._add(self.scalar("abandoned"))
 
+    def watch_collector(self) -> None:
+        """Time every garbage collection of this process (a worker): total and longest."""
+        began = [0.0]
+
+        def timed(phase: str, _info: dict[str, int]) -> None:
+            if phase == "start":
+                began[0] = time.perf_counter()
+                return
+            took = time.perf_counter() - began[0]
+            self._add(self.scalar("gc_s"), took)
+            longest = self.scalar("gc_longest_s")
+            self.table[self.row, longest] = max(self.table[self.row, longest], took)
+
+        gc.callbacks.append(timed)
+
     def set(self, name: str, value: float) -> None:
         self.table[self.row, self.scalar(name)] = value
 
@@ -133,6 +160,16 @@ class Metrics:
             value=workers[self.scalar("abandoned")],
         )
         yield CounterMetricFamily(
+            "mlwaf_gc_seconds",
+            "Seconds the workers spent in Python's garbage collector (a worker answers nothing meanwhile)",
+            value=workers[self.scalar("gc_s")],
+        )
+        yield GaugeMetricFamily(
+            "mlwaf_gc_longest_seconds",
+            "The longest single garbage collection in any worker since the daemon started",
+            value=float(self.table[:-1, self.scalar("gc_longest_s")].max()),
+        )
+        yield CounterMetricFamily(
             "mlwaf_behaviour_redis_fallbacks",
             "Behavioural-layer operations served from node-local state because Redis did not answer",
             value=workers[self.scalar("fallbacks")],
@@ -171,14 +208,17 @@ def write_textfile(metrics: Metrics, path: str) -> None:
     os.replace(temporary, path)
 
 
-def serve_metrics(metrics: Metrics, listen: str, textfile: str) -> None:
-    """The metrics process: answer scrapes on ``listen`` and keep ``textfile`` fresh (either may be empty)."""
+def serve_metrics(metrics: Metrics, listen: str, textfile: str, bound: Callable[[], object] | None = None) -> None:
+    """The metrics process: answer scrapes on ``listen`` and keep ``textfile`` fresh (either may
+    be empty). ``bound`` is called once the port is listening, or could not be."""
     if listen:
         host, port = parse_listen(listen)
         try:
             start_http_server(port, addr=host, registry=metrics.registry())
         except OSError as exc:  # said once; a restart would not free the address
             print(f"mlwaf: no metrics endpoint: cannot listen on {listen}: {exc.strerror}", file=sys.stderr, flush=True)
+    if bound:
+        bound()
     while True:
         if textfile:
             try:

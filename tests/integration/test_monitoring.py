@@ -129,6 +129,7 @@ def test_metrics_endpoint(host, sent: float) -> None:
     assert any(key.startswith("mlwaf_model_info{") for key in values)
     assert "mlwaf_behaviour_redis_fallbacks_total" in text
     assert "mlwaf_abandoned_requests_total" in values
+    assert 0 <= values["mlwaf_gc_longest_seconds"] <= values["mlwaf_gc_seconds_total"]
 
 
 def test_server_status_is_local_only(host) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -19,11 +20,12 @@ from hypothesis import strategies as st
 
 from mlwaf.config import ModelSettings, Settings
 from mlwaf.decision import Analyzer
+from mlwaf.metrics import Metrics
 from mlwaf.ops.canary import run_canaries
 from mlwaf.ops.health import check, scrape
 from mlwaf.ops.settings import Alerts, MonitoringSettings, Services
 from mlwaf.protocol import VERDICTS
-from mlwaf.server import handle_line, hung_up
+from mlwaf.server import freeze_heap, handle_line, hung_up
 
 MODEL = Path(__file__).resolve().parents[2] / "files" / "models" / "attack.json"
 ATTACK = {"v": 1, "id": "r1", "path": "/s", "args": [["query", "q", "1 union select password from users--"]]}
@@ -85,9 +87,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory):
     ready = systemd.recv(4096).decode()
     assert ready.startswith("READY=1\nSTATUS=serving with 2 workers"), ready
     assert sock.exists(), "ready before the socket exists"
-    deadline = time.monotonic() + 10  # the metrics process, forked after the workers, binds its port on its own
-    while not listening(port) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert listening(port), "ready before the metrics endpoint listens"
     yield proc, sock, log, port
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
@@ -250,6 +250,34 @@ def test_metrics_count_what_was_answered(daemon) -> None:
     assert 0 < after["mlwaf_model_load_seconds"] < 60
     assert any(k.startswith("mlwaf_model_info{") and 'model="attack"' in k for k in after)
     assert after["mlwaf_tracked_clients"] >= 0
+    assert 0 <= after["mlwaf_gc_longest_seconds"] <= after["mlwaf_gc_seconds_total"]
+
+
+def test_collections_are_timed() -> None:
+    metrics = Metrics(1, [])
+    metrics.worker(0)
+    metrics.watch_collector()
+    try:
+        garbage = [[[n]] for n in range(200_000)]  # enough containers to make a full collection take a while
+        gc.collect()
+        del garbage
+        gc.collect()
+    finally:
+        gc.callbacks.pop()
+    total, longest = metrics.get("gc_s", 0), metrics.get("gc_longest_s", 0)
+    assert 0 < longest <= total
+    scraped = {m.name: m.samples[0].value for m in metrics.collect() if m.samples}
+    assert scraped["mlwaf_gc_seconds"] == total
+    assert scraped["mlwaf_gc_longest_seconds"] == longest
+
+
+def test_the_loaded_heap_is_kept_out_of_collections() -> None:
+    gc.unfreeze()
+    try:
+        freeze_heap()
+        assert gc.get_freeze_count() > 1000  # this test process's modules, at the least
+    finally:
+        gc.unfreeze()
 
 
 def test_hung_up_tells_a_closed_client_from_one_that_only_finished_sending() -> None:
