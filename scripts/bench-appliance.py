@@ -17,9 +17,11 @@ wrk (on this machine, over loopback) sends the request mix of
 bench/wrk-mix.lua: a static page, a login form POST and a JSON API call in
 equal shares, first benign only, then with 5% attacks. Per run: requests/s,
 latency p50/p95/p99 (wrk), CPU milliseconds per request (all of this
-machine's busy CPU time during the run minus wrk's own, per request) and,
-where the analyzer runs, the bridge's round trip to it as Apache saw it
-(from ml_performance.log). The test host shares this machine's CPUs with wrk.
+machine's busy CPU time during the run minus wrk's own, per request), where
+the analyzer runs, the bridge's round trip to it as Apache saw it (from
+ml_performance.log), and the share of the CPUs' time that a hypervisor took
+away from this machine (steal: on a virtual machine, time every process
+stood still). The test host shares this machine's CPUs with wrk.
 
 Writes bench/results.json, bench/results.md and bench/results.png.
 """
@@ -95,11 +97,14 @@ def converge(scenario: str, extra_vars: dict[str, object], log: Path) -> float:
     return time.monotonic() - start
 
 
-def busy_seconds() -> float:
-    """CPU time this machine spent busy, all CPUs, since boot."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds() -> tuple[float, float]:
+    """CPU time this machine spent busy, and the time its hypervisor took from it (steal:
+    the guest wanted a CPU and got none), all CPUs, since boot."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]
+    )
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
 
 
 def cpu_by_command() -> dict[str, float]:
@@ -132,12 +137,15 @@ def wrk(args: argparse.Namespace, attack_pct: int, seconds: float) -> dict[str, 
     env = {**os.environ, "MLWAF_BENCH_ATTACK_PCT": str(attack_pct)}
     command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s", "--timeout", "5s"]
     command += ["-H", f"Host: {args.host}", "-s", str(BENCH / "wrk-mix.lua"), args.url]
-    before, commands = busy_seconds(), cpu_by_command()
+    (busy_before, steal_before), commands = cpu_seconds(), cpu_by_command()
+    started = time.monotonic()
     with tempfile.TemporaryFile("w+") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
-        busy = busy_seconds() - before - usage.ru_utime - usage.ru_stime
+        busy_after, steal_after = cpu_seconds()
+        busy = busy_after - busy_before - usage.ru_utime - usage.ru_stime
+        capacity = (time.monotonic() - started) * (os.cpu_count() or 1)  # /proc/stat counts every CPU
         split = cpu_split(commands, cpu_by_command(), busy)
         out.seek(0)
         text = out.read()
@@ -148,6 +156,7 @@ def wrk(args: argparse.Namespace, attack_pct: int, seconds: float) -> dict[str, 
     per_request = 1000 / max(1, summary["requests"])
     summary["cpu_ms_per_req"] = busy * per_request
     summary["cpu_ms_per_req_by"] = {k: round(v * per_request, 4) for k, v in split.items()}
+    summary["steal_pct"] = 100 * (steal_after - steal_before) / capacity
     return summary
 
 
@@ -196,8 +205,8 @@ def markdown(report: dict[str, object]) -> str:
         f"wrk {report['threads']} threads, {report['connections']} connections, {report['seconds']:g} s per mix.",
         "",
         "| stack | mix | req/s | p50 ms | p95 ms | p99 ms | CPU ms/req | 403 | failed "
-        "| ML round trip p50/p99 ms | ML fallbacks |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| ML round trip p50/p99 ms | ML fallbacks | CPU stolen |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in report["stacks"]:  # type: ignore[attr-defined]
         rtt = f"{r['ml_rtt_p50_ms']:.2f} / {r['ml_rtt_p99_ms']:.2f}" if "ml_rtt_p50_ms" in r else "-"
@@ -205,7 +214,7 @@ def markdown(report: dict[str, object]) -> str:
             f"| {STACKS[r['stack']][0]} | {r['mix']} | {r['req_per_s']:,.0f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} "
             f"| {r['p99_ms']:.2f} | {r['cpu_ms_per_req']:.3f} | {r['status_403']} "
             f"| {r['status_other'] + r['errors_connect'] + r['errors_timeout']} | {rtt} "
-            f"| {r.get('ml_fallbacks', '-')} |"
+            f"| {r.get('ml_fallbacks', '-')} | {r['steal_pct']:.0f}% |"
         )
     lines += ["", "CPU milliseconds per request, by process:", ""]
     lines += ["| stack | mix | Apache | PHP-FPM | analyzer | other |", "|---|---|---:|---:|---:|---:|"]

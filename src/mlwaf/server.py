@@ -379,8 +379,8 @@ def freeze_heap() -> None:
 
 def serve(settings: Settings, analyzer: Analyzer) -> int:
     pool = Pool(settings, analyzer, listening_socket(settings))
-    freeze_heap()
     baseline = keep_baseline(settings, analyzer)
+    freeze_heap()
     pool.run()
     if baseline is not None and analyzer.behaviour is not None:
         signal.setitimer(signal.ITIMER_REAL, 0)
