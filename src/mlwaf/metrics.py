@@ -46,6 +46,42 @@ SCALARS = (
     "started",
 )
 
+# the workers' own families, in exposition order: a counter summed over the worker rows, or
+# a gauge that is the worst (largest) worker's value; (kind, name, help, scalar column)
+WORKER_FAMILIES = (
+    ("sum", "mlwaf_status_reports", "Response statuses reported for the behavioural layer", "status_reports"),
+    (
+        "sum",
+        "mlwaf_abandoned_requests",
+        "Requests not analysed because the bridge had given up on them (its timeout) before a worker took them up",
+        "abandoned",
+    ),
+    (
+        "sum",
+        "mlwaf_gc_seconds",
+        "Seconds the workers spent in Python's garbage collector (a worker answers nothing meanwhile)",
+        "gc_s",
+    ),
+    (
+        "max",
+        "mlwaf_gc_longest_seconds",
+        "The longest single garbage collection in any worker since the daemon started",
+        "gc_longest_s",
+    ),
+    (
+        "sum",
+        "mlwaf_behaviour_redis_fallbacks",
+        "Behavioural-layer operations served from node-local state because Redis did not answer",
+        "fallbacks",
+    ),
+    (
+        "max",
+        "mlwaf_behaviour_redis_down",
+        "1 while any worker keeps behavioural state node-local because Redis does not answer",
+        "redis_down",
+    ),
+)
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -149,36 +185,12 @@ class Metrics:
             sum_value=workers[self.scalar("ms_sum")] / 1000,
         )
         yield histogram
-        yield CounterMetricFamily(
-            "mlwaf_status_reports",
-            "Response statuses reported for the behavioural layer",
-            value=workers[self.scalar("status_reports")],
-        )
-        yield CounterMetricFamily(
-            "mlwaf_abandoned_requests",
-            "Requests not analysed because the bridge had given up on them (its timeout) before a worker took them up",
-            value=workers[self.scalar("abandoned")],
-        )
-        yield CounterMetricFamily(
-            "mlwaf_gc_seconds",
-            "Seconds the workers spent in Python's garbage collector (a worker answers nothing meanwhile)",
-            value=workers[self.scalar("gc_s")],
-        )
-        yield GaugeMetricFamily(
-            "mlwaf_gc_longest_seconds",
-            "The longest single garbage collection in any worker since the daemon started",
-            value=float(self.table[:-1, self.scalar("gc_longest_s")].max()),
-        )
-        yield CounterMetricFamily(
-            "mlwaf_behaviour_redis_fallbacks",
-            "Behavioural-layer operations served from node-local state because Redis did not answer",
-            value=workers[self.scalar("fallbacks")],
-        )
-        yield GaugeMetricFamily(
-            "mlwaf_behaviour_redis_down",
-            "1 while any worker keeps behavioural state node-local because Redis does not answer",
-            value=float(self.table[:-1, self.scalar("redis_down")].max()),
-        )
+        for kind, name, documentation, column in WORKER_FAMILIES:
+            values = self.table[:-1, self.scalar(column)]
+            if kind == "sum":
+                yield CounterMetricFamily(name, documentation, value=float(values.sum()))
+            else:
+                yield GaugeMetricFamily(name, documentation, value=float(values.max()))
         yield GaugeMetricFamily("mlwaf_tracked_clients", "Clients with a behavioural history", value=self.clients())
         yield GaugeMetricFamily("mlwaf_workers", "Worker processes running", value=parent[self.scalar("workers")])
         yield GaugeMetricFamily(
