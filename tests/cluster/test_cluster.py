@@ -13,9 +13,11 @@ import http.client
 import json
 import os
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import testinfra
@@ -100,21 +102,31 @@ def test_nodes_see_the_client_behind_the_load_balancer() -> None:
     assert access_lines(f"{marker}-forged")[0].startswith("127.3.0.8 ")
 
 
-def flood(source: str, rate: float, seconds: float) -> Iterator[tuple[float, int, str]]:
-    """(seconds since the start, status, Retry-After) of requests from one client at ``rate``."""
+def paced(paths: list[tuple[str, str]], rate: float) -> list[tuple[float, int, str]]:
+    """Send (path, source) requests at ``rate`` a second, each on its own thread at its due
+    time, so a slow answer does not hold back the next request (the rate is the test's point);
+    (seconds since the start, status, Retry-After) of each, in order."""
     started = time.monotonic()
-    for i in range(int(rate * seconds)):
-        due = started + i / rate
-        time.sleep(max(0.0, due - time.monotonic()))
-        status, headers = get(f"/index.php?page={i % 2}", source=source)
-        yield time.monotonic() - started, status, headers.get("retry-after", "")
+
+    def one(path: str, source: str) -> tuple[float, int, str]:
+        status, headers = get(path, source=source)
+        return time.monotonic() - started, status, headers.get("retry-after", "")
+
+    pending = []
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        for i, (path, source) in enumerate(paths):
+            time.sleep(max(0.0, started + i / rate - time.monotonic()))
+            pending.append(pool.submit(one, path, source))
+        behind = time.monotonic() - started - (len(paths) - 1) / rate
+    assert behind < 1.0, f"the controller fell {behind:.1f} s behind its schedule of {rate} requests a second"
+    return [future.result() for future in pending]
 
 
 def test_one_client_spread_over_both_nodes_is_one_client() -> None:
     """14 requests a second, half to each node: under the flood limit (10 a second) on either
     node alone, over it for the client, which the nodes only see in Redis."""
     source = "127.4.0.9"
-    answers = list(flood(source, rate=14, seconds=4))
+    answers = paced([(f"/index.php?page={i % 2}", source) for i in range(14 * 4)], rate=14)
     limited = [(t, retry) for t, status, retry in answers if status == 429]
     assert limited, f"never answered 429: {Counter(s for _, s, _ in answers)}"
     assert limited[0][0] <= 2.5, f"first 429 after {limited[0][0]:.2f} s"
@@ -130,10 +142,8 @@ def test_a_distributed_flood_over_both_nodes_is_seen_whole() -> None:
     under the endpoint's fresh limit (20 a second) on either node alone; the nodes count the
     endpoint's requests in Redis, see 36 and refuse the sources (after their 5th request)."""
     sources = [f"127.8.0.{i}" for i in range(1, 61)]  # a range no other test uses
-    rate, started, statuses = 36.0, time.monotonic(), []
-    for i in range(int(rate * 10)):
-        time.sleep(max(0.0, started + i / rate - time.monotonic()))
-        statuses.append(get(f"/search.php?q=lamp{i}", source=sources[i % len(sources)])[0])
+    answers = paced([(f"/search.php?q=lamp{i}", sources[i % len(sources)]) for i in range(360)], rate=36)
+    statuses = [status for _, status, _ in answers]
     late = statuses[len(sources) * 4 :]  # each source's 5th and 6th request
     assert late.count(429) >= 0.9 * len(late), Counter(late)
     for name in NODES:
@@ -166,6 +176,26 @@ def redis_down() -> Iterator[None]:
     yield
     redis.run("systemctl start redis-server")
     assert wait_until(lambda: get("/index.php", source="127.7.1.1")[0] == 200)
+
+    def shared_again() -> bool:  # a round of requests that no worker serves from local state
+        before = redis_fallbacks()
+        for i in range(8):
+            get(f"/index.php?back={i}", source="127.7.1.2")
+        return redis_fallbacks() == before
+
+    assert wait_until(shared_again), "the nodes went back to Redis"
+
+
+def redis_fallbacks() -> float:
+    """Both nodes' mlwaf_behaviour_redis_fallbacks_total (their metrics listen on their own address)."""
+    total = 0.0
+    for name in NODES:
+        address = node(name).ansible.get_variables()["ansible_host"]
+        with urllib.request.urlopen(f"http://{address}:9464/metrics", timeout=10) as answer:
+            for line in answer.read().decode().splitlines():
+                if line.startswith("mlwaf_behaviour_redis_fallbacks_total "):
+                    total += float(line.split()[1])
+    return total
 
 
 def test_redis_down_leaves_the_nodes_working_on_local_state(redis_down: None) -> None:

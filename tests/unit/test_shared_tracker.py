@@ -4,6 +4,7 @@ Redis going away leaves each node on its own state, and it comes back."""
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -45,7 +46,7 @@ def event(ts: float, path: str = "/", **extra: object) -> Event:
 
 def test_two_nodes_see_one_client(redis_url) -> None:
     url, _ = redis_url
-    node_a, node_b = RedisTracker(url, depth=5, window=60), RedisTracker(url, depth=5, window=60)
+    node_a, node_b = (RedisTracker(url, depth=5, window=60, timeout=1.0) for _ in "ab")  # a busy host is slow
     for i in range(4):
         node = node_a if i % 2 else node_b
         history = node.record("203.0.113.7", event(T0 + i, f"/p{i}", skeleton=f"/p{i}", request_id=f"r{i}"))
@@ -69,7 +70,8 @@ def test_two_nodes_see_one_client(redis_url) -> None:
 
 def test_redis_down_falls_back_to_local_state_and_recovers(redis_url, capsys: pytest.CaptureFixture[str]) -> None:
     url, proc = redis_url
-    tracker = FallbackTracker(RedisTracker(url, window=60), LocalTracker(max_clients=64, window=60), retry=0.2)
+    shared = RedisTracker(url, window=60, timeout=1.0)
+    tracker = FallbackTracker(shared, LocalTracker(max_clients=64, window=60), retry=0.2)
     tracker.record("c", event(T0))
     assert tracker.using == "redis"
     proc.terminate()
@@ -82,6 +84,33 @@ def test_redis_down_falls_back_to_local_state_and_recovers(redis_url, capsys: py
     assert tracker.banned("c", T0 + 2) is None
     time.sleep(0.25)
     assert tracker.record("c", event(T0 + 3)).size == 2, "local state keeps counting while Redis is away"
+
+
+def test_a_late_answer_now_and_then_keeps_the_node_on_redis(redis_url, capsys: pytest.CaptureFixture[str]) -> None:
+    """A stalled server (stopped with SIGSTOP) answers too late: the calls it misses are served
+    locally, and only ``patience`` of them in a row switch the node to local state."""
+    url, proc = redis_url
+    local = LocalTracker(max_clients=64, window=60)
+    tracker = FallbackTracker(RedisTracker(url, window=60, timeout=0.05), local, retry=60, patience=3)
+    tracker.record("c", event(T0))
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        for i in (1, 2):
+            assert tracker.record("c", event(T0 + i)).size == i, "served from local state"
+        assert tracker.using == "redis", "two late answers are not an outage"
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    tracker.record("c", event(T0 + 3))
+    assert (tracker.using, tracker.fallbacks) == ("redis", 2), "an answer in time starts the count again"
+    assert "Redis unreachable" not in capsys.readouterr().err
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        for i in (4, 5, 6):
+            tracker.record("c", event(T0 + i))
+        assert tracker.using == "local", "the third late answer in a row is an outage"
+        assert "Redis unreachable (Timeout" in capsys.readouterr().err
+    finally:
+        proc.send_signal(signal.SIGCONT)
 
 
 def test_a_flood_spread_over_two_nodes_is_caught_on_both(redis_url) -> None:

@@ -15,10 +15,14 @@ the endpoint's last seconds. Every node then judges, and learns its
 baseline from, the whole cluster's rate of the endpoint, so a flood spread
 over the nodes counts once at its full size.
 
-``FallbackTracker`` puts the local tracker behind it: when Redis does not
-answer (within ``timeout``), the analyzer goes on with node-local state, says
-so in its log (at once, then once a minute while it lasts), tries Redis again
-after ``retry`` seconds, and says when Redis answers again.
+``FallbackTracker`` puts the local tracker behind it: when Redis refuses the
+connection, or does not answer (within ``timeout``) ``patience`` times in a
+row, the analyzer goes on with node-local state, says so in its log (at once,
+then once a minute while it lasts), tries Redis again after ``retry``
+seconds, and says when Redis answers again. A late answer now and then (a
+busy host) only has that one call served locally: switching the node to
+local state for seconds on one slow reply would split a flood spread over
+the nodes back into parts each under its limit.
 """
 
 from __future__ import annotations
@@ -122,9 +126,10 @@ class RedisTracker:
 class FallbackTracker:
     """Redis first; the node's own shared-memory tracker while Redis does not answer."""
 
-    def __init__(self, shared: RedisTracker, local: LocalTracker, retry: float = 5.0) -> None:
-        self.shared, self.local, self.retry = shared, local, retry
+    def __init__(self, shared: RedisTracker, local: LocalTracker, retry: float = 5.0, patience: int = 3) -> None:
+        self.shared, self.local, self.retry, self.patience = shared, local, retry, patience
         self.down_until = 0.0
+        self.late = 0  # calls in a row that Redis did not answer in time
         self.fallbacks = 0  # operations served locally because Redis did not answer
         self._said = 0.0
 
@@ -137,17 +142,23 @@ class FallbackTracker:
             try:
                 result = getattr(self.shared, name)(*args)
             except redis.RedisError as exc:
-                self.down_until = time.monotonic() + self.retry
-                if time.monotonic() - self._said > 60:  # an outage's start, then once a minute
-                    self._said = time.monotonic()
-                    print(f"mlwaf: Redis unreachable ({exc}); behavioural state is node-local for now", file=sys.stderr)
+                self.late = self.late + 1 if isinstance(exc, redis.TimeoutError) else self.patience
+                if self.late >= self.patience:
+                    self._go_local(exc)
             else:
+                self.late = 0
                 if self._said:  # the end of an outage
                     self._said = 0.0
                     print("mlwaf: Redis answers again; behavioural state is shared", file=sys.stderr)
                 return result
         self.fallbacks += 1
         return getattr(self.local, name)(*args)
+
+    def _go_local(self, exc: redis.RedisError) -> None:
+        self.late, self.down_until = 0, time.monotonic() + self.retry
+        if time.monotonic() - self._said > 60:  # an outage's start, then once a minute
+            self._said = time.monotonic()
+            print(f"mlwaf: Redis unreachable ({exc}); behavioural state is node-local for now", file=sys.stderr)
 
     def record(self, client: str, event: Event) -> np.ndarray:
         return self._call("record", client, event)
