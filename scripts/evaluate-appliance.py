@@ -125,8 +125,8 @@ def main() -> int:
         result = evaluate(items, detectors)
         report.append(markdown(result, unit))
         # the "better than CRS PL1 on detection and false positives", through the appliance
-        families = FAMILIES if unit == "requests" else ("benign",)
-        goals += targets.better_than(result, "ml", "crs-pl1", families, unit)
+        compared = FAMILIES if unit == "requests" else ("benign",)
+        goals += targets.better_than(result, "ml", "crs-pl1", compared, unit)
         summary[f"per_{unit.rstrip('s')}"] = overall(result)
         chart(result, out / picture, unit)
     # test_items puts the held-back normal requests first

@@ -129,6 +129,15 @@ class Analyzer:
         reply.reasons = sorted(candidates, key=lambda r: -r.score)[: self.settings.max_reasons]
         return self._finish(reply, verdict, started, judgement)
 
+    def witness(self, request: Request, now: float | None = None) -> None:
+        """A request Apache stopped waiting for (it passed unscored): no model is asked, but the
+        behavioural layer counts it and may ban its client, so a flood that overloads the
+        analyzer still builds up its history and its ban."""
+        if request.reported_status:
+            self.report_status(request)
+        elif self.behaviour is not None and not self._allowlisted(request) and not self._exempt(request):
+            self.behaviour.judge(request, time.time() if now is None else now)
+
     def report_status(self, request: Request) -> None:
         """A status report for the behavioural layer (ignored when it is off)."""
         if self.behaviour is not None and not self._exempt(request):

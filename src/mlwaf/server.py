@@ -93,6 +93,16 @@ def handle_line(analyzer: Analyzer, line: bytes) -> tuple[Reply, Request | None]
     return safe_analyze(analyzer, request, started), request
 
 
+def witness_line(analyzer: Analyzer, line: bytes) -> None:
+    """Hand a line the bridge gave up on to the behavioural layer (Analyzer.witness); never raises."""
+    try:
+        analyzer.witness(parse_request(line, analyzer.settings.limits))
+    except ProtocolError:
+        pass  # nothing to count, and nobody waiting for the error
+    except Exception as exc:  # as in safe_analyze: a bug here must not take a worker down
+        log(f"mlwaf: error while counting an abandoned request: {exc!r}")
+
+
 def safe_analyze(analyzer: Analyzer, request: Request, started: float | None = None, now: float | None = None) -> Reply:
     """The analyzer's reply, or an error reply (allow) if scoring itself fails."""
     try:
@@ -202,8 +212,8 @@ def read_line(conn: socket.socket) -> bytes:
 def hung_up(conn: socket.socket) -> bool:
     """Whether the client has closed its end: the bridge gives up after its timeout, and
     under overload the backlog fills with such requests. Scoring them would only make
-    every later one wait longer (and time out in turn), so they are dropped unscored;
-    Apache has already let them through as fallbacks."""
+    every later one wait longer (and time out in turn), so they are not scored (Apache
+    has already let them through as fallbacks), only counted (``witness_line``)."""
     poller = select.poll()
     poller.register(conn, 0)  # a full close only (POLLHUP), not a client's half-close after sending
     return bool(poller.poll(0))
@@ -240,6 +250,7 @@ def worker(
                     continue
                 if hung_up(conn):
                     metrics.abandoned()
+                    witness_line(analyzer, line)
                     continue
                 reply, request = handle_line(analyzer, line)
                 conn.sendall(reply.encode())
@@ -327,8 +338,14 @@ class Pool:
         """Fork the metrics process and wait until it has bound its port (at most
         ``METRICS_BIND_S``), so that READY means the endpoint answers too."""
         readable, writable = os.pipe()
+
+        def bound() -> None:  # in the child: say so, and keep neither end
+            os.write(writable, b".")
+            os.close(writable)
+            os.close(readable)
+
         try:
-            self.spawn(METRICS_SLOT, bound=lambda: os.write(writable, b"."))
+            self.spawn(METRICS_SLOT, bound=bound)
         finally:
             os.close(writable)  # the child holds its copy: its end, or its death, wakes the wait
         select.select([readable], [], [], METRICS_BIND_S)

@@ -16,11 +16,12 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import testinfra
+from waiting import wait_until
 
 FRONT = "127.0.0.10"
 NODES = ("mlwaf-waf1", "mlwaf-waf2")
@@ -45,15 +46,6 @@ def get(path: str, source: str = "127.0.0.1", headers: dict[str, str] | None = N
         return answer.status, {k.lower(): v for k, v in answer.getheaders()}
     finally:
         conn.close()
-
-
-def wait_until(check: Callable[[], bool], seconds: float = 30.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def access_lines(needle: str) -> list[str]:

@@ -6,7 +6,6 @@ import json
 import os
 import shlex
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,15 +85,6 @@ def rule_ids(entry: dict) -> set[str]:
         if '[id "' in message:
             ids.add(message.split('[id "', 1)[1].split('"', 1)[0])
     return ids
-
-
-def wait_until(check, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def converge(hostname: str, *extra: str, playbook: str = "site.yml", succeed: bool = True) -> str:

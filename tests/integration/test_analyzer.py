@@ -8,7 +8,8 @@ import time
 import uuid
 
 import pytest
-from conftest import ML_ONLY_ATTACK, SQLI, Client, audit_entries, converge, rule_ids, wait_until
+from conftest import ML_ONLY_ATTACK, SQLI, Client, audit_entries, converge, rule_ids
+from waiting import wait_until
 
 ANALYZER_LOG = "/var/log/apache2/ml_analyzer.log"
 DECISIONS = "/var/log/mlwaf/decisions.jsonl"

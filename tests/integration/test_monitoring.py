@@ -8,7 +8,8 @@ import re
 import time
 
 import pytest
-from conftest import ML_ONLY_ATTACK, SQLI, Client, wait_until
+from conftest import ML_ONLY_ATTACK, SQLI, Client
+from waiting import wait_until
 
 from mlwaf.ops.logs import parse_access
 

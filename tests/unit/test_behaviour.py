@@ -221,6 +221,20 @@ def test_bans_expire() -> None:
     assert analyzer.analyze(Request("GET", "/", client_ip="192.0.2.10"), now=T0 + 1).verdict == "allow"
 
 
+def test_witnessed_requests_count_without_a_verdict() -> None:
+    """Analyzer.witness (the requests the bridge gave up on): the behavioural layer counts a
+    client's flood and bans it, but not an exempt client's."""
+    analyzer = Analyzer.from_settings(
+        Settings(models={"attack": ModelSettings(path=MODEL)}, behaviour=BehaviourSettings(enabled=True))
+    )
+    for who in ("192.0.2.11", "127.0.0.1"):  # loopback is exempt by default
+        for i in range(20):
+            analyzer.witness(Request("GET", "/", client_ip=who), T0 + i * 0.01)
+    banned = analyzer.analyze(Request("GET", "/", client_ip="192.0.2.11"), now=T0 + 1)
+    assert (banned.verdict, banned.reasons[0].detail, banned.status) == ("block", "banned", 429)
+    assert analyzer.analyze(Request("GET", "/", client_ip="127.0.0.1"), now=T0 + 1).verdict == "allow"
+
+
 def test_simulated_live_traffic_only_goes_to_loopback() -> None:
     with pytest.raises(SimulationError, match="loopback"):
         check_target("http://192.0.2.1/")

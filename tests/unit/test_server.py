@@ -314,6 +314,28 @@ def test_requests_the_bridge_gave_up_on_are_not_analysed(daemon) -> None:
     assert after[blocked] - before[blocked] == 1
 
 
+def test_requests_the_bridge_gave_up_on_still_count_for_the_behavioural_layer(daemon) -> None:
+    """A client whose requests all wait in the backlog until the bridge gives up (a flood that
+    overloads the analyzer) is still counted, and banned: its next request is refused at once."""
+    sock = daemon[1]
+    flood = {"v": 1, "path": "/", "args": [], "client_ip": "198.51.100.23"}
+    silent = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2)]
+    for conn in silent:
+        conn.connect(str(sock))
+    time.sleep(0.5)
+    for i in range(12):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as queued:
+            queued.connect(str(sock))
+            queued.sendall(line({**flood, "id": f"gave-up-{i}"}))
+    for conn in silent:
+        conn.close()
+    time.sleep(0.5)  # the workers read the twelve and find each hung up
+    reply = ask(sock, line({**flood, "id": "next"}))
+    assert (reply["verdict"], reply.get("status")) == ("block", 429), reply
+    other = ask(sock, line({**flood, "id": "other", "client_ip": "198.51.100.24"}))
+    assert other["verdict"] == "allow", "only that client"
+
+
 def test_metrics_textfile(daemon) -> None:
     log = daemon[2]
     textfile = log.parent / "mlwaf.prom"
