@@ -219,14 +219,22 @@ def hung_up(conn: socket.socket) -> bool:
     return bool(poller.poll(0))
 
 
+def shared_tracker(analyzer: Analyzer) -> FallbackTracker | None:
+    """The behavioural layer's Redis tracker, if it has one, connected for this worker."""
+    tracker = analyzer.behaviour.tracker if analyzer.behaviour else None
+    if not isinstance(tracker, FallbackTracker):
+        return None
+    tracker.warm()
+    return tracker
+
+
 def worker(
     listener: socket.socket, analyzer: Analyzer, logs: list[DecisionLog | ObservationLog], metrics: Metrics, slot: int
 ) -> None:
     reopen = False
     metrics.worker(slot)
     metrics.watch_collector()
-    fallback = analyzer.behaviour.tracker if analyzer.behaviour else None
-    fallback = fallback if isinstance(fallback, FallbackTracker) else None
+    fallback = shared_tracker(analyzer)
     fallbacks_before = metrics.get("fallbacks", slot)  # a replaced worker goes on from its predecessor's count
 
     def on_hup(_signum: int, _frame: object) -> None:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from mlwaf.behaviour.engine import Behaviour
 from mlwaf.behaviour.features import compute
@@ -84,6 +85,22 @@ def test_redis_down_falls_back_to_local_state_and_recovers(redis_url, capsys: py
     assert tracker.banned("c", T0 + 2) is None
     time.sleep(0.25)
     assert tracker.record("c", event(T0 + 3)).size == 2, "local state keeps counting while Redis is away"
+
+
+def test_a_worker_connects_before_its_first_request(redis_url) -> None:
+    url, proc = redis_url
+    admin = redis.Redis.from_url(url)
+    admin.script_flush()
+    shared = RedisTracker(url, window=60, timeout=1.0)
+    tracker = FallbackTracker(shared, LocalTracker(max_clients=64, window=60))
+    tracker.warm()
+    assert len(admin.client_list()) == 2, "the tracker's connection is open"
+    assert admin.script_exists(shared._record.sha, shared._status.sha) == [True, True]
+    proc.terminate()
+    proc.wait(timeout=10)
+    late = FallbackTracker(RedisTracker(url), LocalTracker(max_clients=64, window=60))
+    late.warm()  # no Redis: no error
+    assert (late.using, late.fallbacks) == ("redis", 0), "left to the first request"
 
 
 def test_a_late_answer_now_and_then_keeps_the_node_on_redis(redis_url, capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,6 +27,7 @@ the nodes back into parts each under its limit.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from typing import Any
@@ -69,6 +70,14 @@ class RedisTracker:
         self.redis = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._record = self.redis.register_script(_RECORD_SCRIPT)
         self._status = self.redis.register_script(_STATUS_SCRIPT)
+
+    def connect(self) -> None:
+        """Open this process's connection (connections are per process, made after the fork) and
+        load the scripts into the server if they are not there yet."""
+        self.redis.ping()
+        for script in (self._record, self._status):
+            if not self.redis.script_exists(script.sha)[0]:
+                self.redis.script_load(script.script)
 
     def _keys(self, client: str) -> tuple[str, str]:
         key = f"{client_key(client):016x}"
@@ -153,6 +162,12 @@ class FallbackTracker:
                 return result
         self.fallbacks += 1
         return getattr(self.local, name)(*args)
+
+    def warm(self) -> None:
+        """Connect before the first request, so that it does not pay for the connection and the
+        scripts (the slowest calls a fresh worker makes); a failure is left to the first request."""
+        with contextlib.suppress(redis.RedisError):
+            self.shared.connect()
 
     def _go_local(self, exc: redis.RedisError) -> None:
         self.late, self.down_until = 0, time.monotonic() + self.retry
