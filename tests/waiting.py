@@ -7,11 +7,11 @@ import time
 from collections.abc import Callable
 
 
-def wait_until(check: Callable[[], bool], timeout: float = 30.0, every: float = 0.5) -> bool:
-    """Whether ``check`` came true within ``timeout`` seconds, asked every ``every`` seconds."""
+def wait_until(check: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Whether ``check`` came true within ``timeout`` seconds, asked every half second."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return True
-        time.sleep(every)
+        time.sleep(0.5)
     return False

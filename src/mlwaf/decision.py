@@ -94,13 +94,10 @@ class Analyzer:
             reply.note = note
             reply.ms = (time.perf_counter() - started) * 1000
             return reply
-        if self.behaviour is not None and not self._exempt(request):
-            judgement = self.behaviour.judge(request, time.time() if now is None else now)
-            if judgement.banned:  # a ban in force: answered at once, the models are not asked
-                reply.reasons = [Reason("behaviour", judgement.banned, 1.0, "client", judgement.client, "banned")]
-                return self._finish(reply, "block", started, judgement)
-        else:
-            judgement = None
+        judgement = self._judge(request, now)
+        if judgement is not None and judgement.banned:  # a ban in force: answered at once, no model asked
+            reply.reasons = [Reason("behaviour", judgement.banned, 1.0, "client", judgement.client, "banned")]
+            return self._finish(reply, "block", started, judgement)
         args = self._args(request)
         # the models also read the path: attacks hide in path parameters too
         inputs = [Arg("path", "", request.path), *args] if request.path not in ("", "/") else list(args)
@@ -135,8 +132,15 @@ class Analyzer:
         analyzer still builds up its history and its ban."""
         if request.reported_status:
             self.report_status(request)
-        elif self.behaviour is not None and not self._allowlisted(request) and not self._exempt(request):
-            self.behaviour.judge(request, time.time() if now is None else now)
+        elif not self._allowlisted(request):
+            self._judge(request, now)
+
+    def _judge(self, request: Request, now: float | None) -> Judgement | None:
+        """The behavioural layer's judgement of a request arriving at ``now`` (the daemon's clock
+        when None); None when the layer is off or the client exempt."""
+        if self.behaviour is None or self._exempt(request):
+            return None
+        return self.behaviour.judge(request, time.time() if now is None else now)
 
     def report_status(self, request: Request) -> None:
         """A status report for the behavioural layer (ignored when it is off)."""

@@ -73,11 +73,9 @@ class RedisTracker:
 
     def connect(self) -> None:
         """Open this process's connection (connections are per process, made after the fork) and
-        load the scripts into the server if they are not there yet."""
-        self.redis.ping()
+        load the scripts into the server (loading one already there changes nothing)."""
         for script in (self._record, self._status):
-            if not self.redis.script_exists(script.sha)[0]:
-                self.redis.script_load(script.script)
+            self.redis.script_load(script.script)
 
     def _keys(self, client: str) -> tuple[str, str]:
         key = f"{client_key(client):016x}"
