@@ -4,10 +4,11 @@
 # for the benchmarks, redis-server for the unit tests of the shared tracker
 # (they start their own on a Unix socket; the packaged service is stopped, so
 # that it never holds a port the test hosts want) and geoip-database for the
-# unit tests of the country lookup, and vagrant (without a hypervisor: its
-# recommends are left out) for the syntax check of the vagrant scenario.
+# unit tests of the country lookup, vagrant (without a hypervisor: its
+# recommends are left out) for the syntax check of the vagrant scenario, and
+# lua5.1 for the unit test of the ModSecurity bridge's message.
 set -euo pipefail
-packages=(debootstrap systemd-container openssh-client iproute2 wrk redis-server geoip-database vagrant)
+packages=(debootstrap systemd-container openssh-client iproute2 wrk redis-server geoip-database vagrant lua5.1)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -98,8 +98,8 @@ class Settings:
     log_allowed: bool = False
     log_values: bool = True  # the inputs behind a log/block verdict go into the decision log
     max_reasons: int = 3
-    # request headers the attack models read (names in lower case): a Referer's query arguments, others whole
-    score_headers: tuple[str, ...] = ("user-agent", "referer")
+    # request headers the attack models read (names in lower case; "*": all of them), see mlwaf.inputs
+    score_headers: tuple[str, ...] = ("*",)
     profile: ProfileSettings = field(default_factory=ProfileSettings)
     behaviour: BehaviourSettings = field(default_factory=BehaviourSettings)
     metrics_listen: str = ""  # host:port of the Prometheus endpoint; empty: none

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlwaf.request import Arg, Request, parse_urlencoded, url_decode
+from mlwaf.traffic import benign_values
 
 FAMILIES = ("benign", "sqli", "xss", "cmdi", "traversal")
 _HTTPPARAMS_LABELS = {"norm": "benign", "sqli": "sqli", "xss": "xss", "cmdi": "cmdi", "path-traversal": "traversal"}
@@ -117,6 +118,35 @@ def wordlists(root: Path) -> list[Sample]:
             if path.is_file() and path.suffix.lower() not in {".md", ".doc"} and "README" not in path.name:
                 out += [Sample(text, family, pattern.split("/", 1)[0]) for text in _lines(path) if marked(text, family)]
     return out
+
+
+# payloads-extra's repositories held back for the test; the others train (PayloadsAllTheThings's
+# lines sit with the rest of that collection, on the training side).
+EXTRA_TEST_REPOS = frozenset(
+    {
+        *("hahwul/dalfox", "payloadbox/xss-payload-list", "payloadbox/command-injection-payload-list"),
+        *("s0md3v/AwesomeXSS", "s0md3v/XSStrike", "terjanq/Tiny-XSS-Payloads", "0xInfection/Awesome-WAF"),
+        *("InfoSecWarrior/Offensive-Payloads", "SonarSource/argument-injection-vectors"),
+    }
+)
+
+
+def extra_payloads(root: Path) -> tuple[list[Sample], list[Sample]]:
+    """payloads-extra's attacks of the families we model, split by repository: (train, test)."""
+    path = root / "payloads-extra" / "payloads.jsonl.gz"
+    if not path.exists():
+        return [], []
+    train: list[Sample] = []
+    test: list[Sample] = []
+    for line in gzip.decompress(path.read_bytes()).decode("utf-8").splitlines():
+        row = json.loads(line)
+        family, text = row.get("family"), str(row.get("text") or "").strip()
+        if family not in FAMILIES or family == "benign" or not text or not marked(text, family):
+            continue
+        repo = str(row.get("source", "")).split(":", 1)[0]
+        side = test if repo in EXTRA_TEST_REPOS else train
+        side.append(Sample(text, family, f"payloads-extra:{repo}"))
+    return train, test
 
 
 CSIC_TEST_EVERY = 5  # every fifth CSIC request is held back for the per-request test
@@ -534,6 +564,8 @@ def generated_agents(count: int, seed: int, source: str = "generated-agents") ->
 
 
 TRAINING_AGENTS = 6000  # generated User-Agents on the training side
+REAL_PER_FOLDER = 12000  # real benign inputs per dataset folder on the training side (mlwaf.traffic)
+REAL_TEST_PER_FOLDER = 3000  # and on the test side, for the per-value test
 
 
 def unseen_agents(seed: int) -> list[Sample]:
@@ -652,9 +684,11 @@ def training_and_test(root: Path, seed: int = 7) -> tuple[list[Sample], list[Sam
     """The training set and the untouched test set, split by source.
 
     Test: HttpParamsDataset's own test file, gotestwaf's cases, mgm's benign
-    look-alikes, generated tokens and references from another seed, and labels made of the
-    other half of the licence words. Training: everything else (the three overlapping payload
-    collections stay together on the training side), less the attack lists' probes
+    look-alikes, payloads-extra's held-back repositories (``EXTRA_TEST_REPOS``), the inputs
+    of the real-traffic test sources (``mlwaf.traffic``), generated tokens and references
+    from another seed, and labels made of the other half of the licence words. Training:
+    everything else (the three overlapping payload collections stay together on the training
+    side; real traffic only from its training sources), less the attack lists' probes
     (``_probe``) and any value the test holds. Templates are filled in on both sides first.
     """
     csic = csic_benign(root)
@@ -671,8 +705,14 @@ def training_and_test(root: Path, seed: int = 7) -> tuple[list[Sample], list[Sam
     # Tokens from another seed check the model on values it has not seen; they
     # test the generator's kinds of token, not real traffic. Those the training
     # side also drew (one-character values, say) are left out of the test.
+    # real traffic: the inputs of the training sources' requests (mlwaf.traffic), and
+    # payloads-extra's training repositories
+    train += [Sample(text, "benign", source) for text, source in benign_values(root, "train", REAL_PER_FOLDER, seed)]
+    extra_train, extra_test = extra_payloads(root)
+    train += extra_train
     drawn = {s.text for s in tokens + references}
-    test = httpparams(root, "test") + gotestwaf(root) + mgm_lookalikes(root)
+    test = httpparams(root, "test") + gotestwaf(root) + mgm_lookalikes(root) + extra_test
+    test += [Sample(text, "benign", source) for text, source in benign_values(root, "test", REAL_TEST_PER_FOLDER, seed)]
     test += [s for s in generated_tokens(5000, seed + 1000, "generated-tokens-test") if s.text not in drawn]
     test += [s for s in generated_references(2000, seed + 1000, "generated-references-test") if s.text not in drawn]
     test += generated_labels(3000, seed + 1000, licence_words(1), "generated-labels-test")

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from mlwaf.behaviour.engine import Behaviour, Judgement
 from mlwaf.config import Settings
+from mlwaf.inputs import model_inputs
 from mlwaf.model import AttackModel, load_model
 from mlwaf.profile import Profile, observe
 from mlwaf.protocol import Reason, Reply
-from mlwaf.request import Arg, Request, header_args
+from mlwaf.request import Arg, Request
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9 _.:=()/,+-]")
 
@@ -84,6 +85,13 @@ class Analyzer:
         allowed = [p for p in self.settings.allow_params if request.path.startswith(p.path)]
         return [a for a in request.args if not any(a.name == p.name for p in allowed)]
 
+    def inputs(self, request: Request, args: list[Arg] | None = None) -> list[Arg]:
+        """What the attack models score of a request (``mlwaf.inputs``): its path, arguments
+        (``args``, default: those not allowlisted) and headers, unwrapped."""
+        headers = None if "*" in self.settings.score_headers else self.settings.score_headers
+        args = self._args(request) if args is None else args
+        return model_inputs(request, args, self.settings.limits, headers)
+
     def analyze(self, request: Request, started: float | None = None, now: float | None = None) -> Reply:
         """The verdict on one request; ``now`` is its arrival time (the behavioural layer's
         clock: the daemon's own, or the recorded ``ts`` when a file is replayed)."""
@@ -99,9 +107,7 @@ class Analyzer:
             reply.reasons = [Reason("behaviour", judgement.banned, 1.0, "client", judgement.client, "banned")]
             return self._finish(reply, "block", started, judgement)
         args = self._args(request)
-        # the models also read the path: attacks hide in path parameters too
-        inputs = [Arg("path", "", request.path), *args] if request.path not in ("", "/") else list(args)
-        inputs += header_args(request.headers, self.settings.score_headers, self.settings.limits)
+        inputs = self.inputs(request, args)
         values = [a.value for a in inputs]
         candidates: list[Reason] = []
         verdict = "allow"
@@ -118,7 +124,9 @@ class Analyzer:
                 if scores[index] < limits.log:
                     break
                 arg = inputs[index]
-                candidates.append(Reason(name, families[index], float(scores[index]), arg.source, arg.name))
+                candidates.append(
+                    Reason(name, families[index], float(scores[index]), arg.source, arg.name, value=arg.value)
+                )
         if self.profile is not None:
             verdict = self._profile(request, args, reply, candidates, verdict)
         if judgement is not None:

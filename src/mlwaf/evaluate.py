@@ -49,11 +49,14 @@ from mlwaf.datasets import (
     training_and_test,
     unseen_agents,
 )
+from mlwaf.inputs import header_inputs, model_inputs
 from mlwaf.learn import Tally, observations
 from mlwaf.model import AttackModel
+from mlwaf.placement import placed
 from mlwaf.profile import Profile, observe
-from mlwaf.request import Limits, header_args
+from mlwaf.request import Limits, from_wire
 from mlwaf.tamper import tamper
+from mlwaf.traffic import RealRequest, inputs_of, real_requests, role
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,16 @@ class LabelledRequest:
     source: str
 
 
-Item = Sample | LabelledRequest
+@dataclass(frozen=True)
+class ScoredRequest:
+    """A request already read as the analyzer reads it (``mlwaf.inputs``): the texts it scores."""
+
+    values: tuple[str, ...]
+    family: str
+    source: str
+
+
+Item = Sample | LabelledRequest | ScoredRequest
 # A detector: one block decision per labelled item (a value or a whole request).
 Detector = Callable[[Sequence[Item]], list[bool]]
 # What most detectors really judge: values; a request is blocked when any of its values is.
@@ -79,7 +91,10 @@ def per_value(detect: ValueDetector) -> Detector:
         texts: list[str] = []
         owner: list[int] = []
         for index, item in enumerate(items):
-            values = item.request.values if isinstance(item, LabelledRequest) else (item.text,)
+            if isinstance(item, LabelledRequest):
+                values = item.request.values
+            else:
+                values = item.values if isinstance(item, ScoredRequest) else (item.text,)
             texts += values
             owner += [index] * len(values)
         decisions = detect(texts)
@@ -112,11 +127,11 @@ def model_detector(model: AttackModel) -> Detector:
 
 def agent_detector(model: AttackModel) -> Detector:
     """The model on values sent as a User-Agent, read the way the analyzer reads that header
-    (``mlwaf.request.header_args``: a plain browser or tool string is not scored)."""
+    (``mlwaf.inputs.header_inputs``: a plain browser or tool string is not scored)."""
     blocks = _blocks(model)
 
     def detect(values: Sequence[str]) -> list[bool]:
-        scored = [i for i, v in enumerate(values) if header_args({"user-agent": v}, ("user-agent",), Limits())]
+        scored = [i for i, v in enumerate(values) if any(header_inputs({"user-agent": v}))]
         blocked = [False] * len(values)
         for i, hit in zip(scored, blocks([values[i] for i in scored]), strict=True):
             blocked[i] = hit
@@ -200,6 +215,52 @@ def test_items(data: Path, seed: int) -> tuple[list[Sample], list[LabelledReques
     attacks = [s for s in values if s.family != "benign" and not s.source.startswith("generated")]
     requests = [LabelledRequest(r, "benign", "csic2010-heldback") for r in benign]
     return values, requests + attack_requests(benign, attacks, seed), benign
+
+
+def real_source_label(real: RealRequest) -> str:
+    """How the report names a real source: the organisation for recorded traffic, the folder
+    for lists of many sites' URLs (one line per site would drown the table)."""
+    return real.folder if real.folder in SITE_LISTS else real.source
+
+
+SITE_LISTS = frozenset({"fwaf-goodqueries", "iscx-url2016-benign"})
+
+
+def real_items(data: Path, side: str = "test") -> list[ScoredRequest]:
+    """The real-traffic requests of one side (``mlwaf.traffic.role``), each as its scored inputs."""
+    return [
+        ScoredRequest(tuple(a.value for a in inputs_of(real)), "benign", real_source_label(real))
+        for real in real_requests(data)
+        if role(real.source) == side
+    ]
+
+
+def placement_items(attacks: Sequence[Sample], per_family: int, seed: int) -> list[ScoredRequest]:
+    """Each of up to ``per_family`` test attacks per family placed in every part of a request
+    (``mlwaf.placement``), read as the analyzer reads it; the source names the part."""
+    rng = random.Random(seed)
+    chosen: list[Sample] = []
+    for family in FAMILIES[1:]:
+        members = [s for s in attacks if s.family == family]
+        chosen += rng.sample(members, per_family) if len(members) > per_family else members
+    out = []
+    for sample in chosen:
+        for part, record in placed(sample.text).items():
+            request = from_wire(record)
+            values = tuple(a.value for a in model_inputs(request, request.args, Limits()))
+            out.append(ScoredRequest(values, sample.family, f"part:{part}"))
+    return out
+
+
+def part_rates(result: Result, detector: str) -> dict[str, Cell]:
+    """Attacks detected per request part, all families together."""
+    out: dict[str, Cell] = {}
+    for (source, family), cells in result.by_source.items():
+        if source.startswith("part:") and family != "benign":
+            cell = out.setdefault(source.removeprefix("part:"), Cell())
+            cell.n += cells[detector].n
+            cell.blocked += cells[detector].blocked
+    return out
 
 
 def profile_detector(profile: Profile, threshold: float) -> Detector:
@@ -304,11 +365,14 @@ def evaluate(items: Sequence[Item], detectors: dict[str, Detector]) -> Result:
     return result
 
 
-def inference_ms(model: AttackModel, requests: list[HttpRequest], batch: int = 32, repeat: int = 3) -> float:
+def inference_ms(
+    model: AttackModel, requests: Sequence[HttpRequest | ScoredRequest], batch: int = 32, repeat: int = 3
+) -> float:
     """Milliseconds of model time per request, scoring ``batch`` requests' values per call on
     one CPU (no score cache); the best of ``repeat`` passes over all requests."""
     with one_cpu():
         groups = [[v for r in requests[i : i + batch] for v in r.values] for i in range(0, len(requests), batch)]
+        groups = [group for group in groups if group] or [[""]]
         model.probabilities(groups[0])  # warm-up: the first call of each batch shape allocates it
         best = float("inf")
         for _ in range(repeat):

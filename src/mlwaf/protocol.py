@@ -10,7 +10,8 @@ Request (fields other than ``v`` are optional; unknown fields are ignored)::
      "path": "/login.php",            # decoded path, no query string
      "query": "a=b",                  # raw query string
      "args": [["query", "q", "..."], ["body", "user", "..."]],  # as ModSecurity decoded them
-     "headers": {"user-agent": "...", "content-type": "..."},  # selected headers
+     "headers": {"user-agent": "...", "content-type": "..."},  # the request headers
+     "body": "...",                   # a body no ModSecurity processor parsed (text/plain, ...)
      "content_length": 48, "header_count": 9, "protocol": "HTTP/1.1",
      "client_ip": "203.0.113.7", "ts": 1700000000.25}
 
@@ -46,7 +47,7 @@ import json
 import socket
 from dataclasses import dataclass, field
 
-from mlwaf.request import Arg, Limits, Request, cap_args
+from mlwaf.request import Arg, Limits, Request, cap_args, decode_body
 
 VERSION = 1
 VERDICTS = ("allow", "block", "log")
@@ -68,6 +69,7 @@ class Reason:
     source: str = ""
     name: str = ""
     detail: str = ""  # what the application profile found ("characters never seen here: <")
+    value: str | None = field(default=None, repr=False)  # the input scored (for the decision log only)
 
     def as_dict(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -195,13 +197,23 @@ def parse_request(line: bytes, limits: Limits | None = None) -> Request:
         raise ProtocolError(f"unknown message type {message.get('type')!r}")
     content_length = _number(message, "content_length")
     header_count = _number(message, "header_count")
+    headers = {str(k).lower(): str(v) for k, v in headers.items()}
+    args = _args(message.get("args"), limits, anomalies)
+    body = _string(message, "body").encode("utf-8", "surrogateescape")
+    if body:  # a body no ModSecurity processor parsed: decoded here, as `mlwaf score` does
+        if len(body) > limits.max_body_bytes:
+            body = body[: limits.max_body_bytes]
+            anomalies.append("body_truncated")
+        content = (headers.get("content-type", ""), headers.get("content-encoding", ""))
+        parsed = decode_body(body, content[0], limits, anomalies, content[1])
+        args = cap_args([*args, *parsed], limits, anomalies)
     return Request(
         id=_string(message, "id"),
         method=_string(message, "method", "GET").upper(),
         path=_string(message, "path", "/"),
         query=_string(message, "query"),
-        args=_args(message.get("args"), limits, anomalies),
-        headers={str(k).lower(): str(v) for k, v in headers.items()},
+        args=args,
+        headers=headers,
         content_length=int(content_length or 0),
         header_count=int(header_count if header_count is not None else len(headers)),
         protocol=_string(message, "protocol", "HTTP/1.1"),

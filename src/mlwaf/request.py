@@ -169,21 +169,6 @@ def plain_agent(value: str) -> bool:
     return ("/" in value or "(" in value) and ".." not in value and _AGENT.fullmatch(value) is not None
 
 
-def header_args(headers: dict[str, str], names: tuple[str, ...], limits: Limits) -> list[Arg]:
-    """What the attack models read in the request headers ``names``: a Referer's query
-    arguments (the rest of it names the referring page), a User-Agent unless it is a plain
-    one (``plain_agent``), and any other header whole."""
-    out: list[Arg] = []
-    for name in names:
-        value = headers.get(name, "")
-        if name == "referer":
-            query = value.partition("#")[0].partition("?")[2]
-            out += [Arg("header", f"referer:{a.name}", a.value) for a in parse_urlencoded(query, "header")]
-        elif value and not (name == "user-agent" and plain_agent(value)):
-            out.append(Arg("header", name, value))
-    return [Arg(a.source, a.name, a.value[: limits.max_value_chars]) for a in out[: limits.max_args]]
-
-
 def _header(headers: dict[str, str], name: str) -> str:
     for key, value in headers.items():
         if key.lower() == name:
@@ -191,18 +176,117 @@ def _header(headers: dict[str, str], name: str) -> str:
     return ""
 
 
-def decode_body(body: bytes, content_type: str, limits: Limits, anomalies: list[str]) -> list[Arg]:
-    """Arguments of a request body, chosen by its content type as ModSecurity would."""
+# Bodies that are binary by their type: scored only when they turn out to be text after all.
+_BINARY_TYPES = re.compile(
+    r"(?:image|audio|video|font)/.*|application/(?:octet-stream|x-protobuf|protobuf|vnd\.google\.protobuf"
+    r"|grpc(?:-web)?(?:\+proto)?|zip|gzip|x-gzip|x-tar|pdf|wasm|msgpack|x-msgpack|cbor|x-thrift|vnd\.apache\.thrift.*)"
+)
+_XML_ATTRIBUTE = re.compile(r"""([^\s=<>/"']+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+# a start tag: its name, then its inside, where quoted values may hold a ">"
+_XML_TAG = re.compile(r"""<([^\s/<>!?"']*)((?:[^>"']|"[^"]*"|'[^']*')*)>""")
+_XML_NAME = re.compile(r"[\w:.-]+")
+
+
+def _xml_end(text: str, start: int, closer: str) -> int:
+    """Where the markup opened at ``start`` ends (just past ``closer``; the text's end if never)."""
+    end = text.find(closer, start)
+    return len(text) if end < 0 else end + len(closer)
+
+
+def parse_xml(text: str) -> list[Arg]:
+    """XML as the model reads it: every attribute value (named element@attribute) and every
+    text node (named by the element it sits in). A linear scan, not an XML parser, so that
+    malformed or hostile documents (entity bombs, external entities) cost one pass and are
+    never expanded; declarations (DOCTYPE, ENTITY) and processing instructions are kept whole."""
+    out: list[Arg] = []
+    element, position = "", 0
+    while position < len(text):
+        start = text.find("<", position)
+        start = len(text) if start < 0 else start
+        between = text[position:start].strip()
+        if between:
+            out.append(Arg("xml", element, between))
+        if start == len(text):
+            break
+        if text.startswith("<!--", start):
+            position = _xml_end(text, start, "-->")
+        elif text.startswith("<![CDATA[", start):
+            position = _xml_end(text, start, "]]>")
+            out.append(Arg("xml", element, text[start + 9 : position].removesuffix("]]>")))
+        elif text.startswith(("<!", "<?"), start):
+            bracket, close = text.find("[", start), text.find(">", start)
+            position = _xml_end(text, start, "]>" if 0 <= bracket < close else ">")
+            if not text.startswith("<?xml ", start):
+                out.append(Arg("xml", "", text[start:position]))
+        elif text.startswith("</", start):
+            position = _xml_end(text, start, ">")
+        else:
+            tag = _XML_TAG.match(text, start)
+            if tag is None:  # an unclosed quote or tag: the rest is read as text
+                out.append(Arg("xml", element, text[start:]))
+                break
+            element, position = tag.group(1) or element, tag.end()
+            inside = _XML_ATTRIBUTE.sub("", tag.group(2)).strip(" \t\r\n/")
+            if inside or not _XML_NAME.fullmatch(element):  # what is neither a name nor an attribute
+                out.append(Arg("xml", element, text[start:position]))
+            for name, double, single in _XML_ATTRIBUTE.findall(tag.group(2)):
+                out.append(Arg("xml", f"{element}@{name}", double or single))
+    return out
+
+
+def _body_text(body: bytes) -> str | None:
+    """The body as text, or None when it is binary (not UTF-8, or control bytes in it)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return None if any(c < " " and c not in "\t\r\n" for c in text) else text
+
+
+def sniff_body(text: str, limits: Limits, anomalies: list[str]) -> list[Arg]:
+    """A text body of no declared structure, read as what it looks like: JSON, XML,
+    a form, or else one value."""
+    start = text.lstrip()[:1]
+    if start in ("{", "["):
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError):
+            document = None
+        if isinstance(document, dict | list):
+            return _flatten_json(document, limits, anomalies)
+    if start == "<":
+        return parse_xml(text)
+    if _FORM.fullmatch(text.strip()):
+        return parse_urlencoded(text.strip(), "body")
+    return [Arg("body", "", text)]
+
+
+_FORM = re.compile(r"[\w.\[\]%-]+=[^&\s]*(?:&[\w.\[\]%-]+=[^&\s]*)*")
+
+
+def decode_body(  # noqa: PLR0911 - one return per kind of body reads best
+    body: bytes, content_type: str, limits: Limits, anomalies: list[str], content_encoding: str = ""
+) -> list[Arg]:
+    """Arguments of a request body, chosen by its content type as ModSecurity would; text
+    of other types is sniffed (``sniff_body``), binary content is not read as text."""
     if not body:
         return []
     kind = content_type.split(";", 1)[0].strip().lower()
     if kind == "application/x-www-form-urlencoded":
         return parse_urlencoded(body, "body")
-    if kind == "application/json" or kind.endswith("+json"):
-        return parse_json_body(body, limits, anomalies)
     if kind == "multipart/form-data":
         return parse_multipart(body, content_type, anomalies)
-    return [Arg("body", "", body.decode("utf-8", "replace"))]
+    if kind == "application/json" or kind.endswith("+json"):
+        return parse_json_body(body, limits, anomalies)
+    if kind in ("application/xml", "text/xml") or kind.endswith("+xml"):
+        return parse_xml(body.decode("utf-8", "replace"))
+    text = _body_text(body)
+    if text is None:
+        anomalies.append("body_binary")
+        return []
+    if content_encoding.strip().lower() not in ("", "identity") or _BINARY_TYPES.fullmatch(kind):
+        anomalies.append("body_binary_type_as_text")
+    return sniff_body(text, limits, anomalies)
 
 
 def from_wire(record: dict, limits: Limits | None = None) -> Request:
@@ -235,7 +319,10 @@ def from_wire(record: dict, limits: Limits | None = None) -> Request:
         body = body[: limits.max_body_bytes]
         anomalies.append("body_truncated")
     path, _, query = target.partition("?")
-    args = [*parse_urlencoded(query, "query"), *decode_body(body, _header(headers, "content-type"), limits, anomalies)]
+    args = [
+        *parse_urlencoded(query, "query"),
+        *decode_body(body, _header(headers, "content-type"), limits, anomalies, _header(headers, "content-encoding")),
+    ]
     args += parse_cookies(_header(headers, "cookie"))
     args = cap_args(args, limits, anomalies)
     request_id = record.get("id", "")

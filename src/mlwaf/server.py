@@ -48,7 +48,7 @@ from mlwaf.protocol import (
     parse_request,
     request_id,
 )
-from mlwaf.request import Limits, Request, header_args
+from mlwaf.request import Request
 
 SD_LISTEN_FDS_START = 3
 READ_TIMEOUT_S = 2
@@ -166,16 +166,12 @@ class DecisionLog(AppendFile):
         if request is not None:
             record.update(client_ip=self.name_client(request.client_ip), method=request.method, path=request.path[:512])
         record.update(reply.as_dict())
-        if self.log_values and request is not None:
+        if self.log_values:
             # The inputs behind the verdict, so that `mlwaf feedback` can turn an
             # operator's judgement into training data (LOGGED_VALUE_CHARS at most each).
-            headers = header_args(request.headers, tuple(request.headers), Limits())
-            values = {(arg.source, arg.name): arg.value for arg in (*request.args, *headers)}
-            values["path", ""] = request.path
-            for reason in record["reasons"]:  # type: ignore[attr-defined]
-                value = values.get((reason["source"], reason["name"]))
-                if value is not None:
-                    reason["value"] = value[:LOGGED_VALUE_CHARS]
+            for reason, logged in zip(reply.reasons, record["reasons"], strict=True):  # type: ignore[call-overload]
+                if reason.value is not None:
+                    logged["value"] = reason.value[:LOGGED_VALUE_CHARS]
         self.append(record)
 
 

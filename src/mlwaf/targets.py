@@ -1,4 +1,4 @@
-"""The model targets of issue 4, checked against an evaluation's counts.
+"""The model's acceptance targets, checked against an evaluation's counts.
 
 Each check is one row: what is required, what was measured, met or not. The
 evaluation prints them under its tables, so a reader sees at once which
@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 from mlwaf.evaluate import Cell, Result
 
-# the issue's targets: minimum detection per family, maximum false positives, inference time
+# minimum detection per family, maximum false positives, inference time
 MIN_DETECTION = {"sqli": 0.99, "xss": 0.99, "cmdi": 0.97, "traversal": 0.97}
 MAX_FALSE_POSITIVES = 0.001  # of real benign requests
 PROFILE_MIN_DETECTION = 0.90  # of tampered requests
 MAX_INFERENCE_MS = 0.2  # per request, batches of 32, one core
+MAX_PLACEMENT_GAP = 0.02  # detection in any part of a request, at most this far under an argument value's
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,35 @@ def false_positives(
 ) -> Target:
     cell = result.by_family["benign"][detector]
     return Target(name, f"<= {100 * limit:g}%", _percent(cell), cell.rate <= limit)
+
+
+def false_positives_per_source(result: Result, detector: str, limit: float = MAX_FALSE_POSITIVES) -> list[Target]:
+    """Each benign source's requests refused at most at ``limit``."""
+    return [
+        Target(
+            f"{source} requests refused",
+            f"<= {100 * limit:g}%",
+            _percent(cells[detector]),
+            cells[detector].rate <= limit,
+        )
+        for (source, family), cells in sorted(result.by_source.items())
+        if family == "benign"
+    ]
+
+
+def placement(parts: dict[str, Cell], reference: str = "value", slack: float = MAX_PLACEMENT_GAP) -> list[Target]:
+    """Attacks placed in each other part detected within ``slack`` of the same attacks in ``reference``."""
+    floor = parts[reference].rate - slack
+    return [
+        Target(
+            f"attacks in {part} detected",
+            f">= {100 * floor:.2f}% ({reference} - {100 * slack:g})",
+            _percent(cell),
+            cell.rate >= floor,
+        )
+        for part, cell in parts.items()
+        if part != reference
+    ]
 
 
 def better_than(result: Result, ours: str, reference: str, families: Sequence[str], what: str) -> list[Target]:

@@ -24,6 +24,7 @@ from mlwaf.datasets import FAMILIES, Sample, training_and_test
 from mlwaf.features import SPEC_VERSION, windows
 from mlwaf.model import KIND, AttackModel, load_model, sha256_file
 from mlwaf.neural import NetworkSettings, ensemble, export_tflite, fit
+from mlwaf.traffic import request_inputs
 
 Progress = Callable[[int, int], None]
 MIN_BLOCK_THRESHOLD = 0.9
@@ -56,10 +57,24 @@ def rates(model: AttackModel, samples: list[Sample], threshold: float) -> dict[s
     return table
 
 
-def calibrate(model: AttackModel, benign: list[Sample], target_fpr: float) -> dict[str, float]:
-    """Block at the lowest threshold that lets at most ``target_fpr`` of these benign values through
-    (never below MIN_BLOCK_THRESHOLD: attacks score near 1.0, so a high bar costs little); log 0.2 lower."""
-    scores = np.sort(model.score([s.text for s in benign])[0])
+def request_scores(model: AttackModel, requests: list[list[str]]) -> npt.NDArray[np.float32]:
+    """Each request's top score (the one its verdict depends on); 0 for a request with no input."""
+    values = [value for inputs in requests for value in inputs]
+    scores = model.score(values)[0] if values else np.zeros(0, dtype=np.float32)
+    out = np.zeros(len(requests), dtype=np.float32)
+    start = 0
+    for number, inputs in enumerate(requests):
+        if inputs:
+            out[number] = scores[start : start + len(inputs)].max()
+        start += len(inputs)
+    return out
+
+
+def calibrate(model: AttackModel, requests: list[list[str]], target_fpr: float) -> dict[str, float]:
+    """Block at the lowest threshold that refuses at most ``target_fpr`` of these benign requests
+    (each its scored inputs) but never below MIN_BLOCK_THRESHOLD: attacks score near 1.0, so a
+    high bar costs little; log 0.2 lower."""
+    scores = np.sort(request_scores(model, requests))
     allowed = int(np.floor(target_fpr * scores.size))
     block = float(min(0.99, max(MIN_BLOCK_THRESHOLD, scores[scores.size - allowed - 1] + 1e-4)))
     return {"block": round(block, 4), "log": round(max(0.5, block - 0.2), 4)}
@@ -72,7 +87,8 @@ def source_weights(samples: list[Sample], balance: float) -> npt.NDArray[np.floa
     template-made source then no longer drowns the small real ones that unseen traffic
     resembles more."""
     families = np.array([FAMILIES.index(s.family) for s in samples])
-    groups = [(s.family, s.source.removesuffix("+augmented")) for s in samples]
+    # a real-traffic folder is one source here, however many sites it holds ("folder:site")
+    groups = [(s.family, s.source.removesuffix("+augmented").split(":", 1)[0]) for s in samples]
     sizes = Counter(groups)
     raw = np.array([float(sizes[g]) ** -balance for g in groups])
     out = np.empty(len(samples), dtype=np.float64)
@@ -121,9 +137,9 @@ def train_attack(
     held_out = set(rng.choice(len(train), size=len(train) // 10, replace=False).tolist())
     fit_part = [s for i, s in enumerate(train) if i not in held_out]
     fit_part += [s for s in variants(fit_part, settings.augment_share, seed) if s.text not in test_texts]
-    # Calibrate on real benign values only: the generated ones are too easy to set a threshold with.
     validation = [s for i, s in enumerate(train) if i in held_out]
-    calibration = [s for s in validation if s.family == "benign" and not s.source.startswith("generated")]
+    # Calibrate on whole requests of real sources that neither training nor the test saw.
+    calibration = request_inputs(data_root, "calibration")
     labels = np.array([FAMILIES.index(s.family) for s in fit_part], dtype=np.intp)
     rows = _rows(fit_part)
     weights = source_weights(fit_part, settings.source_balance)
@@ -161,7 +177,7 @@ def train_attack(
         "training": {
             "samples": len(fit_part),
             "augmented": sum(s.source.endswith("+augmented") for s in fit_part),
-            "calibration_benign": len(calibration),
+            "calibration_requests": len(calibration),
             "data_sha256": _data_hash(train),
             "extra_samples": len(extra or []),
             "settings": asdict(settings),

@@ -41,6 +41,7 @@ class Client:
         form: dict[str, str] | None = None,
         scheme: str = "http",
         headers: dict[str, str] | None = None,
+        body: str | None = None,
     ) -> Answer:
         marker = uuid.uuid4().hex
         out = f"/tmp/mlwaf-test-{marker}"
@@ -49,6 +50,8 @@ class Client:
             args += ["-H", f"{name}: {value}"]
         for name, value in (form or {}).items():
             args += ["--data-urlencode", f"{name}={value}"]
+        if body is not None:
+            args += ["--data-binary", body]
         args.append(f"{scheme}://127.0.0.1{path}")
         cmd = self.host.run(" ".join(shlex.quote(a) for a in args))
         assert cmd.rc == 0, f"curl failed: {cmd.stderr}"

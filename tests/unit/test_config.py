@@ -14,7 +14,7 @@ def test_defaults() -> None:
     assert settings.mode == "block"
     assert settings.socket == "/run/mlwaf/analyzer.sock"
     assert settings.worker_count >= 1
-    assert settings.score_headers == ("user-agent", "referer")
+    assert settings.score_headers == ("*",)
     assert from_dict({"decision": {"score_headers": ["X-Forwarded-For "]}}).score_headers == ("x-forwarded-for",)
 
 

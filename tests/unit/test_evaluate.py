@@ -140,8 +140,12 @@ def test_evaluate_command_writes_its_report(tmp_path: Path, capsys) -> None:
     assert 0 < summary["inference_ms_per_request"] < 5
     met = {row["target"]: row["met"] for row in summary["targets"]}
     assert met["sqli detected"]
-    assert met["benign requests blocked"]
-    assert {"xss detected", "tampered detected", "benign values blocked, against libinjection"} <= set(met)
+    assert met["CSIC benign requests blocked"]
+    assert {"xss detected", "tampered detected", "attacks in cookie-name detected"} <= set(met)
+    assert "benign values blocked, against libinjection" not in met, "no longer a target, only printed"
+    assert "browser-captures:GoogleChrome requests refused" in met, "each held-back real source is a target"
+    assert set(summary["parts"]) >= {"value", "name", "header", "json", "xml", "path"}
+    assert summary["real_traffic"]["elastic-apache-logs"] < 0.05
     assert (tmp_path / "detection.png").stat().st_size > 0
     assert (tmp_path / "detection-values.png").stat().st_size > 0
     assert "Balanced accuracy" in capsys.readouterr().out

@@ -84,6 +84,19 @@ def test_limits_apply_to_bridge_args() -> None:
     assert req.anomalies == ["args_truncated", "value_truncated"]
 
 
+def test_a_body_the_bridge_forwards_is_read_as_offline() -> None:
+    headers = {"content-type": "text/plain;charset=UTF-8"}
+    args = [["query", "v", "1"]]
+    req = parse_request(line({"v": 1, "args": args, "headers": headers, "body": '{"a": {"b": ";id"}}'}))
+    assert req.args == [Arg("query", "v", "1"), Arg("json", "a.b", ";id")]
+    xml = {"content-type": "application/xml"}
+    req = parse_request(line({"v": 1, "headers": xml, "body": "<a x='1 OR 1=1'/>"}))
+    assert req.args == [Arg("xml", "a@x", "1 OR 1=1")]
+    req = parse_request(line({"v": 1, "headers": headers, "body": "x" * 40}), Limits(max_body_bytes=16))
+    assert req.args == [Arg("body", "", "x" * 16)]
+    assert "body_truncated" in req.anomalies
+
+
 def test_reply_encoding_is_one_compact_line() -> None:
     reply = Reply(
         verdict="block",

@@ -156,7 +156,7 @@ def test_analyzer_unit_stays_off_the_network_unless_redis_or_metrics_need_it(tmp
     assert 'listen = ""' in local["analyzer.toml"]
     assert 'model = "/var/lib/mlwaf/models/current/flood.json"' in local["analyzer.toml"]
     settings = from_dict(tomllib.loads(local["analyzer.toml"]))
-    assert settings.score_headers == ("user-agent", "referer")
+    assert settings.score_headers == ("*",)
     metrics = render(tmp_path / "metrics", "ml_analyzer", ANALYZER_TEMPLATES, {})
     unit = metrics["mlwaf-analyzer.service"]
     assert "PrivateNetwork=false" in unit, "the metrics endpoint is on the host's loopback"

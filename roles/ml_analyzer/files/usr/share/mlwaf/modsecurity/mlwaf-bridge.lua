@@ -17,10 +17,14 @@
 -- ModSecurity 2.9 runs every script in a fresh Lua state, so nothing is
 -- kept between requests: one connection per request, kept short.
 
-local SOURCES = { ARGS_GET = "query", ARGS_POST = "body", REQUEST_COOKIES = "cookie" }
-local HEADERS = { "User-Agent", "Content-Type", "Referer", "Accept", "Accept-Language", "X-Forwarded-For" }
+-- Arguments by where ModSecurity found them; ARGS also holds those of the JSON body
+-- processor (sent as "json"), and XML bodies are read through XPath (sent as "xml").
+local SOURCES = { { "ARGS_GET", "query" }, { "ARGS_POST", "body" }, { "REQUEST_COOKIES", "cookie" } }
+local XML_PARTS = { { "XML://@*", "@" }, { "XML://text()", "" } }
 local MAX_ARGS = 1000
+local MAX_HEADERS = 100
 local MAX_VALUE = 8192
+local MAX_BODY = 131072
 
 local function quote(text)
   text = string.gsub(text, '[%c"\\]', function(c)
@@ -41,28 +45,70 @@ local function fallback(reason)
   return nil
 end
 
-local function message()
-  local args = {}
-  for collection, source in pairs(SOURCES) do
-    for _, item in ipairs(m.getvars(collection, "none") or {}) do
-      if #args >= MAX_ARGS then break end
-      local name = string.match(item.name, "^[^:]*:(.*)$") or item.name
-      args[#args + 1] = "[" .. quote(source) .. "," .. quote(name) .. ","
-        .. quote(string.sub(item.value or "", 1, MAX_VALUE)) .. "]"
+local function arg(source, name, value)
+  return "[" .. quote(source) .. "," .. quote(name) .. "," .. quote(string.sub(value or "", 1, MAX_VALUE)) .. "]"
+end
+
+local function short_name(item)
+  return string.match(item.name, "^[^:]*:(.*)$") or item.name
+end
+
+local function arguments()
+  local args, seen = {}, {}
+  for _, pair in ipairs(SOURCES) do
+    for _, item in ipairs(m.getvars(pair[1], "none") or {}) do
+      if #args >= MAX_ARGS then return args end
+      local key = short_name(item) .. "\0" .. (item.value or "")
+      seen[key] = (seen[key] or 0) + 1
+      args[#args + 1] = arg(pair[2], short_name(item), item.value)
     end
   end
-  local headers = {}
-  for _, name in ipairs(HEADERS) do
-    local value = m.getvar("REQUEST_HEADERS." .. name, "none")
-    if value then headers[#headers + 1] = quote(string.lower(name)) .. ":" .. quote(value) end
+  -- what ARGS holds beyond the query and the form: the JSON body processor's arguments
+  for _, item in ipairs(m.getvars("ARGS", "none") or {}) do
+    if #args >= MAX_ARGS then return args end
+    local key = short_name(item) .. "\0" .. (item.value or "")
+    if (seen[key] or 0) > 0 then
+      seen[key] = seen[key] - 1
+    else
+      args[#args + 1] = arg("json", short_name(item), item.value)
+    end
   end
+  if m.getvar("REQBODY_PROCESSOR", "none") == "XML" then
+    for _, part in ipairs(XML_PARTS) do
+      local ok, items = pcall(m.getvars, part[1], "none")
+      for _, item in ipairs(ok and items or {}) do
+        if #args >= MAX_ARGS then return args end
+        args[#args + 1] = arg("xml", part[2], item.value)
+      end
+    end
+  end
+  return args
+end
+
+local function headers()
+  local out = {}
+  for _, item in ipairs(m.getvars("REQUEST_HEADERS", "none") or {}) do
+    if #out >= MAX_HEADERS then break end
+    local name = string.lower(short_name(item))
+    if name ~= "cookie" then  -- read as REQUEST_COOKIES
+      out[#out + 1] = quote(name) .. ":" .. quote(string.sub(item.value or "", 1, MAX_VALUE))
+    end
+  end
+  return out
+end
+
+local function message()
+  -- a body no processor parsed (text/plain, ...): ModSecurity keeps it when rule 1013 asked
+  local body = m.getvar("REQBODY_PROCESSOR", "none") and "" or (m.getvar("REQUEST_BODY", "none") or "")
+  body = string.sub(body, 1, MAX_BODY)
   return table.concat({
     '{"v":1,"id":', quote(var("UNIQUE_ID")),
     ',"method":', quote(var("REQUEST_METHOD")),
     ',"path":', quote(var("REQUEST_FILENAME")),
     ',"query":', quote(var("QUERY_STRING")),
-    ',"args":[', table.concat(args, ","), "]",
-    ',"headers":{', table.concat(headers, ","), "}",
+    ',"args":[', table.concat(arguments(), ","), "]",
+    ',"headers":{', table.concat(headers(), ","), "}",
+    ',"body":', quote(body),
     ',"content_length":', tonumber(var("REQUEST_HEADERS.Content-Length")) or 0,
     ',"header_count":', #(m.getvars("REQUEST_HEADERS_NAMES", "none") or {}),
     ',"protocol":', quote(var("REQUEST_PROTOCOL")),

@@ -1,0 +1,80 @@
+"""The ModSecurity bridge's message, built by the real Lua script (Lua 5.1, as ModSecurity
+2.9 runs it) from a stand-in for ModSecurity's ``m`` API, and read by the analyzer's protocol
+parser. The live path (Apache, ModSecurity, the socket) is the Molecule scenarios' job."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mlwaf.protocol import parse_request
+from mlwaf.request import Arg
+
+BRIDGE = Path(__file__).parents[2] / "roles/ml_analyzer/files/usr/share/mlwaf/modsecurity/mlwaf-bridge.lua"
+LUA = shutil.which("lua5.1")
+
+# What ModSecurity would hold for a JSON POST with a query and a cookie: ARGS holds the
+# query's and the JSON body processor's arguments (one of them named and valued as the
+# query's), ARGS_POST none of the JSON ones.
+HARNESS = r"""
+local vars = {
+  UNIQUE_ID = "abc", REQUEST_METHOD = "POST", REQUEST_FILENAME = "/api/item", QUERY_STRING = "q=1",
+  REMOTE_ADDR = "203.0.113.9", TIME_EPOCH = "1700000000", REQUEST_PROTOCOL = "HTTP/1.1",
+  REQBODY_PROCESSOR = PROCESSOR, REQUEST_BODY = BODY,
+}
+local collections = {
+  ARGS_GET = { { name = "ARGS_GET:q", value = "1" } },
+  ARGS_POST = {},
+  REQUEST_COOKIES = { { name = "REQUEST_COOKIES:sid", value = "x1" } },
+  ARGS = { { name = "ARGS:q", value = "1" }, { name = "ARGS:a.b", value = ";id" }, { name = "ARGS:q", value = "1" } },
+  REQUEST_HEADERS = {
+    { name = "REQUEST_HEADERS:Host", value = "shop.example" },
+    { name = "REQUEST_HEADERS:X-Note", value = "<script>\"x\"</script>" },
+    { name = "REQUEST_HEADERS:Cookie", value = "sid=x1" },
+  },
+  REQUEST_HEADERS_NAMES = { {}, {}, {} },
+}
+local sent
+m = {
+  getvar = function(name) return vars[name] end,
+  getvars = function(name) return collections[name] or {} end,
+  setvar = function() end,
+  log = function(_, text) io.stderr:write(text, "\n") end,
+}
+package.loaded["socket.unix"] = { stream = function()
+  return {
+    settimeout = function() end, connect = function() return 1 end, close = function() end,
+    send = function(_, text) sent = text; return #text end,
+    receive = function() return '{"v":1,"verdict":"allow","scores":{}}' end,
+  }
+end }
+dofile(arg[1])
+main()
+io.write(sent)
+"""
+
+
+def bridge_message(processor: str | None, body: str = "") -> bytes:
+    setup = f"PROCESSOR = {json.dumps(processor) if processor else 'nil'}\nBODY = {json.dumps(body)}\n"
+    result = subprocess.run(
+        [LUA, "-", str(BRIDGE)], input=setup + HARNESS, capture_output=True, text=True, check=True, timeout=30
+    )
+    return result.stdout.encode()
+
+
+@pytest.mark.skipif(LUA is None, reason="lua5.1 is not installed (make host-deps)")
+def test_the_bridge_sends_json_arguments_every_header_and_an_unparsed_body() -> None:
+    request = parse_request(bridge_message("JSON"))
+    # the second q=1 in ARGS is the JSON body's own q
+    json_args = [Arg("json", "a.b", ";id"), Arg("json", "q", "1")]
+    assert request.args == [Arg("query", "q", "1"), Arg("cookie", "sid", "x1"), *json_args]
+    assert request.headers == {"host": "shop.example", "x-note": '<script>"x"</script>'}, "cookies go as cookies"
+    assert (request.method, request.path, request.client_ip) == ("POST", "/api/item", "203.0.113.9")
+    plain = parse_request(bridge_message(None, '{"beacon": "<svg onload=alert(1)>"}'))
+    assert Arg("json", "beacon", "<svg onload=alert(1)>") in plain.args, "a text/plain body is read as what it is"
+    parsed = parse_request(bridge_message("URLENCODED", "q=1"))
+    assert not any(a.source == "body" for a in parsed.args), "a body a processor parsed is not sent again"
