@@ -49,14 +49,14 @@ from mlwaf.datasets import (
     training_and_test,
     unseen_agents,
 )
-from mlwaf.inputs import header_inputs, model_inputs
+from mlwaf.inputs import header_inputs, model_inputs, unwrap
 from mlwaf.learn import Tally, observations
 from mlwaf.model import AttackModel
 from mlwaf.placement import placed
 from mlwaf.profile import Profile, observe
 from mlwaf.request import Limits, from_wire
 from mlwaf.tamper import tamper
-from mlwaf.traffic import RealRequest, inputs_of, real_requests, role
+from mlwaf.traffic import inputs_of, multilingual_values, real_requests, role, source_label
 
 
 @dataclass(frozen=True)
@@ -217,22 +217,19 @@ def test_items(data: Path, seed: int) -> tuple[list[Sample], list[LabelledReques
     return values, requests + attack_requests(benign, attacks, seed), benign
 
 
-def real_source_label(real: RealRequest) -> str:
-    """How the report names a real source: the organisation for recorded traffic, the folder
-    for lists of many sites' URLs (one line per site would drown the table)."""
-    return real.folder if real.folder in SITE_LISTS else real.source
-
-
-SITE_LISTS = frozenset({"fwaf-goodqueries", "iscx-url2016-benign"})
-
-
 def real_items(data: Path, side: str = "test") -> list[ScoredRequest]:
-    """The real-traffic requests of one side (``mlwaf.traffic.role``), each as its scored inputs."""
-    return [
-        ScoredRequest(tuple(a.value for a in inputs_of(real)), "benign", real_source_label(real))
+    """The real-traffic requests of one side (``mlwaf.traffic.role``), each as its scored
+    inputs, and the multilingual values of that side's languages, each sent as a search box."""
+    out = [
+        ScoredRequest(tuple(a.value for a in inputs_of(real)), "benign", source_label(real))
         for real in real_requests(data)
         if role(real.source) == side
     ]
+    for text, source in multilingual_values(data):
+        if role(source) == side:
+            values = tuple(a.value for a in unwrap("query", "q", text))
+            out.append(ScoredRequest(values, "benign", "multilingual-values"))
+    return out
 
 
 def placement_items(attacks: Sequence[Sample], per_family: int, seed: int) -> list[ScoredRequest]:

@@ -125,6 +125,31 @@ def real_requests(root: Path, folders: tuple[str, ...] = REQUEST_FOLDERS) -> lis
     return out
 
 
+SITE_LISTS = frozenset({"fwaf-goodqueries", "iscx-url2016-benign"})
+
+
+def source_label(real: RealRequest) -> str:
+    """How reports name a real request's source: the organisation for recorded traffic, the
+    folder for lists of many sites' URLs (one line per site would drown a table)."""
+    return real.folder if real.folder in SITE_LISTS else real.source
+
+
+def source_roles(root: Path) -> dict[str, dict[str, int]]:
+    """Per role, the requests of each source (``source_label``; a site list counts on every
+    side its sites fall on), and the multilingual values' languages."""
+    out: dict[str, dict[str, int]] = {side: {} for side in ROLES}
+    for real in real_requests(root):
+        table = out[role(real.source)]
+        table[source_label(real)] = table.get(source_label(real), 0) + 1
+    languages: dict[str, set[str]] = {side: set() for side in ROLES}
+    for _, source in multilingual_values(root):
+        languages[role(source)].add(source)
+    for side, found in languages.items():
+        if found:
+            out[side]["multilingual-values (languages)"] = len(found)
+    return out
+
+
 def inputs_of(real: RealRequest, limits: Limits | None = None) -> list[Arg]:
     """What the analyzer scores of a real request (every part, unwrapped)."""
     return model_inputs(real.request, real.request.args, limits or Limits())

@@ -24,7 +24,7 @@ from mlwaf.datasets import FAMILIES, Sample, training_and_test
 from mlwaf.features import SPEC_VERSION, windows
 from mlwaf.model import KIND, AttackModel, load_model, sha256_file
 from mlwaf.neural import NetworkSettings, ensemble, export_tflite, fit
-from mlwaf.traffic import request_inputs
+from mlwaf.traffic import request_inputs, source_roles
 
 Progress = Callable[[int, int], None]
 MIN_BLOCK_THRESHOLD = 0.9
@@ -180,6 +180,7 @@ def train_attack(
             "calibration_requests": len(calibration),
             "data_sha256": _data_hash(train),
             "extra_samples": len(extra or []),
+            "real_sources": source_roles(data_root),  # which real sources trained, calibrated, tested
             "settings": asdict(settings),
         },
         "validation": {},

@@ -24,7 +24,7 @@ HARNESS = r"""
 local vars = {
   UNIQUE_ID = "abc", REQUEST_METHOD = "POST", REQUEST_FILENAME = "/api/item", QUERY_STRING = "q=1",
   REMOTE_ADDR = "203.0.113.9", TIME_EPOCH = "1700000000", REQUEST_PROTOCOL = "HTTP/1.1",
-  REQBODY_PROCESSOR = PROCESSOR, REQUEST_BODY = BODY,
+  REQBODY_PROCESSOR = PROCESSOR, REQUEST_BODY = BODY, ["tx.mlwaf_xml"] = XML,
 }
 local collections = {
   ARGS_GET = { { name = "ARGS_GET:q", value = "1" } },
@@ -58,8 +58,11 @@ io.write(sent)
 """
 
 
-def bridge_message(processor: str | None, body: str = "") -> bytes:
-    setup = f"PROCESSOR = {json.dumps(processor) if processor else 'nil'}\nBODY = {json.dumps(body)}\n"
+def bridge_message(processor: str, body: str = "", xml: str | None = None) -> bytes:
+    """The bridge's message; ModSecurity gives an empty REQBODY_PROCESSOR when none parsed the body."""
+    setup = (
+        f"PROCESSOR = {json.dumps(processor)}\nBODY = {json.dumps(body)}\nXML = {json.dumps(xml) if xml else 'nil'}\n"
+    )
     result = subprocess.run(
         [LUA, "-", str(BRIDGE)], input=setup + HARNESS, capture_output=True, text=True, check=True, timeout=30
     )
@@ -74,7 +77,13 @@ def test_the_bridge_sends_json_arguments_every_header_and_an_unparsed_body() -> 
     assert request.args == [Arg("query", "q", "1"), Arg("cookie", "sid", "x1"), *json_args]
     assert request.headers == {"host": "shop.example", "x-note": '<script>"x"</script>'}, "cookies go as cookies"
     assert (request.method, request.path, request.client_ip) == ("POST", "/api/item", "203.0.113.9")
-    plain = parse_request(bridge_message(None, '{"beacon": "<svg onload=alert(1)>"}'))
+    plain = parse_request(bridge_message("", '{"beacon": "<svg onload=alert(1)>"}'))
     assert Arg("json", "beacon", "<svg onload=alert(1)>") in plain.args, "a text/plain body is read as what it is"
     parsed = parse_request(bridge_message("URLENCODED", "q=1"))
     assert not any(a.source == "body" for a in parsed.args), "a body a processor parsed is not sent again"
+    xml = parse_request(bridge_message("XML", xml="12<|>`id`<|><|>hello<|>"))  # as rule 1014 joins them
+    assert [a for a in xml.args if a.source == "xml"] == [
+        Arg("xml", "", "12"),
+        Arg("xml", "", "`id`"),
+        Arg("xml", "", "hello"),
+    ]

@@ -18,9 +18,10 @@
 -- kept between requests: one connection per request, kept short.
 
 -- Arguments by where ModSecurity found them; ARGS also holds those of the JSON body
--- processor (sent as "json"), and XML bodies are read through XPath (sent as "xml").
+-- processor (sent as "json"). Lua cannot read the XML processor's tree, so rule 1014
+-- joins its attribute values and text nodes into tx.mlwaf_xml (sent as "xml").
 local SOURCES = { { "ARGS_GET", "query" }, { "ARGS_POST", "body" }, { "REQUEST_COOKIES", "cookie" } }
-local XML_PARTS = { { "XML://@*", "@" }, { "XML://text()", "" } }
+local XML_SEPARATOR = "<|>"
 local MAX_ARGS = 1000
 local MAX_HEADERS = 100
 local MAX_VALUE = 8192
@@ -73,14 +74,12 @@ local function arguments()
       args[#args + 1] = arg("json", short_name(item), item.value)
     end
   end
-  if m.getvar("REQBODY_PROCESSOR", "none") == "XML" then
-    for _, part in ipairs(XML_PARTS) do
-      local ok, items = pcall(m.getvars, part[1], "none")
-      for _, item in ipairs(ok and items or {}) do
-        if #args >= MAX_ARGS then return args end
-        args[#args + 1] = arg("xml", part[2], item.value)
-      end
-    end
+  local xml = string.sub(m.getvar("tx.mlwaf_xml", "none") or "", 1, MAX_BODY)
+  local start = 1
+  while start <= #xml and #args < MAX_ARGS do
+    local stop = string.find(xml, XML_SEPARATOR, start, true) or (#xml + 1)
+    if stop > start then args[#args + 1] = arg("xml", "", string.sub(xml, start, stop - 1)) end
+    start = stop + #XML_SEPARATOR
   end
   return args
 end
@@ -99,7 +98,8 @@ end
 
 local function message()
   -- a body no processor parsed (text/plain, ...): ModSecurity keeps it when rule 1013 asked
-  local body = m.getvar("REQBODY_PROCESSOR", "none") and "" or (m.getvar("REQUEST_BODY", "none") or "")
+  local processor = m.getvar("REQBODY_PROCESSOR", "none") or ""
+  local body = processor == "" and (m.getvar("REQUEST_BODY", "none") or "") or ""
   body = string.sub(body, 1, MAX_BODY)
   return table.concat({
     '{"v":1,"id":', quote(var("UNIQUE_ID")),
