@@ -455,6 +455,13 @@ def generated_queries(count: int, seed: int) -> list[Sample]:
 
 
 _B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+# names of the placeholders ad servers, analytics tags and recorded test fixtures carry
+_MACROS = (
+    *("na_id", "na_da", "uid", "vguid", "timestamp", "cachebuster", "random", "gdpr", "gdpr_consent", "us_privacy"),
+    *("advertising_id", "device_id", "user_id", "campaign_id", "creative_id", "placement_id", "site_id", "page_url"),
+    *("referrer", "click_url", "test_subreddit", "test_user", "username", "account_id", "token", "api_key", "session"),
+    *("width", "height", "lat", "lon", "country", "lang", "ts", "order_id", "item_id", "price", "currency"),
+)
 
 
 def generated_tokens(count: int, seed: int, source: str = "generated-tokens") -> list[Sample]:
@@ -473,6 +480,11 @@ def generated_tokens(count: int, seed: int, source: str = "generated-tokens") ->
 
     def uuid() -> str:
         return "-".join(hexa(n) for n in (8, 4, 4, 4, 12))
+
+    def macro() -> str:
+        name = rng.choice(_MACROS)
+        name = name.upper() if rng.random() < 0.5 else name
+        return rng.choice(("<{}>", "%%{}%%", "[{}]", "{{{}}}", "__{}__", "#{}#")).format(name)
 
     makers = (
         lambda: hexa(rng.choice((8, 16, 24, 32, 40, 64))),
@@ -500,6 +512,16 @@ def generated_tokens(count: int, seed: int, source: str = "generated-tokens") ->
         # what people type into test forms: runs of one key and keyboard mashing
         lambda: rng.choice("abcdefghijklmnopqrstuvwxyz0123456789-_=*#+~ ") * rng.randint(3, 80),
         lambda: rng.choice(("asdf", "qwerty", "test", "abc", "123", "lol", "ha", "zz", "xo")) * rng.randint(2, 12),
+        # placeholders that ad, analytics and test tools send unreplaced, and their lists
+        macro,
+        lambda: f"{rng.choice(('uid', 'id', 'ref', 'src'))}:{macro()}",
+        lambda: ",".join(macro() for _ in range(rng.randint(2, 4))),
+        # structured lists: A/B buckets, sort keys, separators of one tool or another
+        lambda: ",".join(f"{i}={rng.randint(0, 9999)}" for i in range(rng.randint(2, 14))),
+        lambda: ";".join(f"{rng.choice(_B64[:26])}={rng.choice(_B64[:26])}" for _ in range(rng.randint(1, 3))),
+        lambda: f"{rng.choice('NMSD')};O={rng.choice('AD')}",
+        lambda: rng.choice("^|~:").join(str(rng.randint(0, 99)) for _ in range(rng.randint(2, 6))),
+        lambda: rng.choice(("[[", "[")) + text(_B64, 1, 6) + rng.choice(("]]", "]")),
     )
     return [Sample(rng.choice(makers)(), "benign", source) for _ in range(count)]
 

@@ -3,7 +3,8 @@
 ``model_inputs`` turns a decoded request into the list of texts the model
 scores, each an ``Arg`` that names where it came from:
 
-* the path (``path``), unless all its segments are plain;
+* the path (``path``), unless all its segments are plain, and then each of its
+  segments that is not plain (``path:segment<n>``);
 * every argument's value and, unless it is a plain identifier, its name
   (``query``/``body``/``json``/``multipart``/``xml``/``cookie``, names as
   ``<source>-name``);
@@ -285,8 +286,11 @@ def model_inputs(request: Request, args: list[Arg], limits: Limits, headers: Ite
     """Every text the model scores for ``request`` (``args``: its arguments less any
     allowlisted), at most ``limits.max_args`` of them, each cut to ``max_value_chars``."""
     out: list[Arg] = []
-    if not plain_path(request.path):
+    if not plain_path(request.path):  # the whole path (a climb spans segments), then each segment with syntax
         out.append(Arg("path", "", request.path))
+        segments = [segment for segment in request.path.split("/") if segment and not plain(segment)]
+        if len(segments) > 1 or (segments and segments[0] != request.path.strip("/")):
+            out += [Arg("path", f"segment{i}", segment) for i, segment in enumerate(segments)]
     for arg in args:
         out.extend(unwrap(arg.source, arg.name, arg.value))
     out.extend(header_inputs(request.headers, headers))

@@ -26,7 +26,9 @@ def test_empty_and_plain_values_are_not_scored() -> None:
     args = read({"path": "/search/all/?q=&page=2&sort=price-asc&id=5f0c2a9e-8b1d-4c57-9a7e-2d6f1e0b3c44&f=a.png&s=..."})
     assert args == []
     assert read({"path": "/a/../../etc/passwd"}) == [Arg("path", "", "/a/../../etc/passwd")]
-    assert read({"path": "/tag/%3Cscript%3E"}) == [Arg("path", "", "/tag/<script>")]
+    segment = [Arg("path", "", "/tag/<script>"), Arg("path", "segment0", "<script>")]
+    assert read({"path": "/tag/%3Cscript%3E"}) == segment, "the whole path, and the segment with syntax alone"
+    assert read({"path": "/%3Cb%3E"}) == [Arg("path", "", "/<b>")], "a path of one segment is read once"
 
 
 def test_names_are_scored_unless_identifiers() -> None:
