@@ -8,7 +8,8 @@ each stack the playbook is converged again with the stack's variables, then
 every labelled test value (as `GET /search.php?q=...`) and every test request
 (CSIC 2010's held-back normal requests, copies of them carrying each test
 attack, and tampered copies, replayed with their method, path, arguments and
-cookies) goes through
+cookies), and a sample of the real-traffic requests of the held-back sources
+(replayed with their own method, headers and body) goes through
 Apache on loopback; a 403 counts as blocked. The offline detectors (the model
 as `mlwaf evaluate` runs it, and libinjection) join the same table. The host is
 converged back to the default stack at the end.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -32,6 +34,7 @@ from mlwaf.evaluate import (
     Detector,
     EvaluationError,
     Item,
+    ScoredRequest,
     appliance_detector,
     chart,
     evaluate,
@@ -41,6 +44,7 @@ from mlwaf.evaluate import (
     overall,
     profile_detector,
     profile_items,
+    real_items,
     test_items,
 )
 from mlwaf.model import load_model
@@ -56,6 +60,19 @@ STACKS: dict[str, dict[str, object]] = {
     "ml": {"modsecurity_crs_enabled": False},
     "crs-pl1+ml": {"modsecurity_crs_paranoia_level": 1},
 }
+
+
+def real_sample(data: Path, per_source: int, seed: int) -> list[ScoredRequest]:
+    """Up to ``per_source`` held-back real requests of each source, drawn with ``seed``."""
+    by_source: dict[str, list[ScoredRequest]] = {}
+    for item in real_items(data):
+        by_source.setdefault(item.source, []).append(item)
+    rng = random.Random(seed)
+    out: list[ScoredRequest] = []
+    for source in sorted(by_source):
+        items = by_source[source]
+        out += rng.sample(items, per_source) if len(items) > per_source else items
+    return out
 
 
 def run_stacks(
@@ -96,16 +113,20 @@ def main() -> int:
     parser.add_argument("--url", default="http://127.0.0.1", help="the appliance as this machine reaches it")
     parser.add_argument("--host-header", default="mlwaf.test")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--real-per-source", type=int, default=2000, help="real requests replayed per source")
     args = parser.parse_args()
 
     values, requests, _ = test_items(Path(args.data), args.seed)
+    real = real_sample(Path(args.data), args.real_per_source, args.seed)
     # CSIC's held-back normal requests and a tampered copy of each: what signatures make of
     # the application profile's cases (the profile itself runs offline, learned from CSIC)
     profile, profile_requests = profile_items(Path(args.data), args.seed)
     tampered = [item for item in profile_requests if item.family == "tampered"]
     model = load_model(ROOT / "files" / "models" / "attack.json")
     offline = {"mlwaf (offline)": model_detector(model), "libinjection": libinjection_detector()}
-    decided, fallbacks = run_stacks(args, {"values": values, "requests": requests, "tampered": tampered})
+    decided, fallbacks = run_stacks(
+        args, {"values": values, "requests": requests, "tampered": tampered, "real": list(real)}
+    )
 
     def replay(name: str, unit: str) -> Detector:
         return lambda items: decided[name][unit]
@@ -129,6 +150,17 @@ def main() -> int:
         goals += targets.better_than(result, "ml", "crs-pl1", compared, unit)
         summary[f"per_{unit.rstrip('s')}"] = overall(result)
         chart(result, out / picture, unit)
+    # real traffic of the held-back sources, replayed as recorded
+    result = evaluate(real, {"mlwaf (offline)": offline["mlwaf (offline)"], **{n: replay(n, "real") for n in decided}})
+    report.append(
+        f"Real traffic: up to {args.real_per_source:,} requests of each held-back source (mlwaf.traffic), "
+        "replayed with their own method, headers and body:\n\n" + markdown(result, "requests", ("benign",))
+    )
+    goals += targets.false_positives_per_source(result, "crs-pl1+ml")
+    summary["real_traffic"] = {
+        name: {source: cells[name].rate for (source, _), cells in sorted(result.by_source.items())}
+        for name in result.detectors
+    }
     # test_items puts the held-back normal requests first
     benign = [item for item in requests if item.family == "benign"]
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -75,6 +76,7 @@ class ScoredRequest:
     values: tuple[str, ...]
     family: str
     source: str
+    record: dict = field(default_factory=dict, compare=False)  # the request as sent, for appliance replays
 
 
 Item = Sample | LabelledRequest | ScoredRequest
@@ -221,14 +223,15 @@ def real_items(data: Path, side: str = "test") -> list[ScoredRequest]:
     """The real-traffic requests of one side (``mlwaf.traffic.role``), each as its scored
     inputs, and the multilingual values of that side's languages, each sent as a search box."""
     out = [
-        ScoredRequest(tuple(a.value for a in inputs_of(real)), "benign", source_label(real))
+        ScoredRequest(tuple(a.value for a in inputs_of(real)), "benign", source_label(real), real.record)
         for real in real_requests(data)
         if role(real.source) == side
     ]
     for text, source in multilingual_values(data):
         if role(source) == side:
             values = tuple(a.value for a in unwrap("query", "q", text))
-            out.append(ScoredRequest(values, "benign", "multilingual-values"))
+            record = {"method": "GET", "path": "/search.php?q=" + urllib.parse.quote_plus(text), "headers": {}}
+            out.append(ScoredRequest(values, "benign", "multilingual-values", record))
     return out
 
 
@@ -304,6 +307,10 @@ def real_site_paths(data: Path) -> tuple[Profile, list[HttpRequest]] | None:
 
 # What a browser sends with every request (CRS at paranoia 2 blocks scripted clients
 # and requests without Accept, which would say nothing about the payloads).
+# printable ASCII a recorded URL may already carry as sent; anything else is percent-encoded
+_URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"<>\\^`{|}')
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+_HOP_HEADERS = frozenset({"host", "content-length", "connection", "transfer-encoding", "keep-alive", "upgrade", "te"})
 BROWSER_HEADERS = {
     "User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
     "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
@@ -314,10 +321,12 @@ BROWSER_HEADERS = {
 def appliance_detector(base_url: str, host: str = "", workers: int = 16, timeout: float = 10.0) -> Detector:
     """Each item sent through a running appliance, with a browser's headers; blocked means
     HTTP 403. A value goes in as ``GET /search.php?q=...``; a request as it is (method, path,
-    query, form, cookies)."""
+    query, form, cookies); a recorded real request with its own method, headers and body."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
 
     def send(item: Item) -> bool:
+        if isinstance(item, ScoredRequest):
+            return send_record(item.record)
         r = (
             item.request
             if isinstance(item, LabelledRequest)
@@ -327,13 +336,31 @@ def appliance_detector(base_url: str, host: str = "", workers: int = 16, timeout
         if r.query:
             url += "?" + urllib.parse.urlencode(r.query)
         headers = {**BROWSER_HEADERS, **({"Host": host} if host else {})}
+        return post(url, headers, r)
+
+    def send_record(record: dict) -> bool:
+        """A recorded request as it was sent (its own headers; the appliance's Host)."""
+        url = base_url.rstrip("/") + urllib.parse.quote(str(record.get("path") or "/"), safe=_URL_SAFE)
+        headers = {
+            k: str(v).encode("latin-1", "replace").decode("latin-1")  # what HTTP/1.1 can carry
+            for k, v in (record.get("headers") or {}).items()
+            if k.lower() not in _HOP_HEADERS and _HEADER_NAME.fullmatch(k)
+        }
+        headers.update({"Host": host} if host else {})
+        body = str(record.get("body") or "").encode("utf-8", "surrogateescape") or None
+        return answer(urllib.request.Request(url, body, headers, method=str(record.get("method") or "GET")))
+
+    def post(url: str, headers: dict[str, str], r: HttpRequest) -> bool:
         if r.cookies:
             headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in r.cookies)
         data = urllib.parse.urlencode(r.form).encode() if r.form else None
         if data is not None:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
+        return answer(urllib.request.Request(url, data, headers, method=r.method))
+
+    def answer(request: urllib.request.Request) -> bool:
         try:
-            with opener.open(urllib.request.Request(url, data, headers, method=r.method), timeout=timeout):
+            with opener.open(request, timeout=timeout):
                 return False
         except urllib.error.HTTPError as exc:
             return exc.code == HTTPStatus.FORBIDDEN

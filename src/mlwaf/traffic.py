@@ -24,7 +24,7 @@ import json
 import random
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlwaf.inputs import model_inputs
@@ -69,6 +69,7 @@ class RealRequest:
     request: Request
     source: str
     folder: str
+    record: dict = field(default_factory=dict, compare=False)  # as ``mlwaf score`` reads it (for replays)
 
 
 def source_of(folder: str, row: dict) -> str:
@@ -117,11 +118,12 @@ def real_requests(root: Path, folders: tuple[str, ...] = REQUEST_FOLDERS) -> lis
             if not path.exists():
                 continue
             for row in _rows(path):
+                record = wire_record(row)
                 try:
-                    request = from_wire(wire_record(row))
+                    request = from_wire(record)
                 except RequestError:
                     continue
-                out.append(RealRequest(request, source_of(folder, row), folder))
+                out.append(RealRequest(request, source_of(folder, row), folder, record))
     return out
 
 
