@@ -294,15 +294,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train_flood(args)
 
     from mlwaf.neural import NetworkSettings  # noqa: PLC0415 - TensorFlow: training only
-    from mlwaf.train import TrainSettings, train_attack  # noqa: PLC0415
+    from mlwaf.train import TrainSettings, recalibrate, train_attack  # noqa: PLC0415
 
     data = _datasets(args.data)
-    extra = [sample for path in args.extra for sample in extra_samples(Path(path))]
-    network = NetworkSettings(epochs=args.epochs or NETWORK_EPOCHS, seed=args.seed)
-    settings = TrainSettings(network=network, members=args.members or NETWORK_MEMBERS)
-    meta = _with_progress(
-        "training attack model", lambda progress: train_attack(data, Path(args.out), settings, progress, extra)
-    )
+    if args.recalibrate:
+        meta = recalibrate(data, Path(args.out) / "attack.json")
+    else:
+        extra = [sample for path in args.extra for sample in extra_samples(Path(path))]
+        network = NetworkSettings(epochs=args.epochs or NETWORK_EPOCHS, seed=args.seed)
+        settings = TrainSettings(network=network, members=args.members or NETWORK_MEMBERS)
+        meta = _with_progress(
+            "training attack model", lambda progress: train_attack(data, Path(args.out), settings, progress, extra)
+        )
     files = ", ".join(f"{name} ({meta['bytes'][name] / 1000:.0f} kB)" for name in meta["files"].values())
     print(f"wrote {args.out}: attack.json, {files} -- model {meta['version']}")
     for runtime, table in meta["test"].items():
@@ -316,8 +319,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_flood(args: argparse.Namespace) -> int:
-    if args.extra or args.members:
-        raise ConfigError("--extra and --members are for the attack model; the flood/bot model takes neither")
+    if args.extra or args.members or args.recalibrate:
+        raise ConfigError("--extra, --members and --recalibrate are for the attack model only")
     from mlwaf.behaviour.training import FloodSettings, train_flood  # noqa: PLC0415 - TensorFlow: training only
 
     data = _datasets(args.data)
@@ -615,6 +618,11 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="JSONL",
         help='operator-labelled values, one {"text": ..., "family": ...} a line (repeatable; training side only)',
+    )
+    p.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="attack: set the thresholds and rates of the model in --out again from the data, no training",
     )
     p.set_defaults(func=cmd_train)
 

@@ -157,9 +157,13 @@ def inputs_of(real: RealRequest, limits: Limits | None = None) -> list[Arg]:
     return model_inputs(real.request, real.request.args, limits or Limits())
 
 
-def request_inputs(root: Path, side: str) -> list[list[str]]:
-    """The scored inputs of each real request on one side (calibration, say)."""
-    return [[a.value for a in inputs_of(real)] for real in real_requests(root) if role(real.source) == side]
+def request_inputs(root: Path, side: str) -> dict[str, list[list[str]]]:
+    """The scored inputs of each real request on one side (calibration, say), by source (``source_label``)."""
+    out: dict[str, list[list[str]]] = {}
+    for real in real_requests(root):
+        if role(real.source) == side:
+            out.setdefault(source_label(real), []).append([a.value for a in inputs_of(real)])
+    return out
 
 
 def multilingual_values(root: Path) -> list[tuple[str, str]]:

@@ -22,7 +22,7 @@ import numpy.typing as npt
 from mlwaf.augment import variants
 from mlwaf.datasets import FAMILIES, Sample, training_and_test
 from mlwaf.features import SPEC_VERSION, windows
-from mlwaf.model import KIND, AttackModel, load_model, sha256_file
+from mlwaf.model import KIND, AttackModel, load_model, read_metadata, sha256_file
 from mlwaf.neural import NetworkSettings, ensemble, export_tflite, fit
 from mlwaf.traffic import request_inputs, source_roles
 
@@ -70,13 +70,18 @@ def request_scores(model: AttackModel, requests: list[list[str]]) -> npt.NDArray
     return out
 
 
-def calibrate(model: AttackModel, requests: list[list[str]], target_fpr: float) -> dict[str, float]:
-    """Block at the lowest threshold that refuses at most ``target_fpr`` of these benign requests
-    (each its scored inputs) but never below MIN_BLOCK_THRESHOLD: attacks score near 1.0, so a
-    high bar costs little; log 0.2 lower."""
-    scores = np.sort(request_scores(model, requests))
-    allowed = int(np.floor(target_fpr * scores.size))
-    block = float(min(0.99, max(MIN_BLOCK_THRESHOLD, scores[scores.size - allowed - 1] + 1e-4)))
+def calibrate(model: AttackModel, sources: dict[str, list[list[str]]], target_fpr: float) -> dict[str, float]:
+    """Block at the lowest threshold that refuses at most ``target_fpr`` of each source's benign
+    requests (each its scored inputs), the constraint being per source as the target is; never
+    below MIN_BLOCK_THRESHOLD (attacks score near 1.0, so a high bar costs little) nor above
+    0.99; log 0.2 lower."""
+    block = MIN_BLOCK_THRESHOLD
+    for requests in sources.values():
+        scores = np.sort(request_scores(model, requests))
+        allowed = int(np.floor(target_fpr * scores.size))
+        if scores.size > allowed:
+            block = max(block, float(scores[scores.size - allowed - 1]) + 1e-4)
+    block = min(0.99, block)
     return {"block": round(block, 4), "log": round(max(0.5, block - 0.2), 4)}
 
 
@@ -130,14 +135,9 @@ def train_attack(
     settings (the test split only reports). ``extra`` (operator-labelled
     values) joins the training side only."""
     seed = settings.seed
-    train, test = training_and_test(data_root, seed)
+    train, fit_part, validation, test = split(data_root, settings, extra)
     test_texts = {s.text for s in test}
-    train += [s for s in extra or [] if s.text not in test_texts]
-    rng = np.random.default_rng(seed)
-    held_out = set(rng.choice(len(train), size=len(train) // 10, replace=False).tolist())
-    fit_part = [s for i, s in enumerate(train) if i not in held_out]
     fit_part += [s for s in variants(fit_part, settings.augment_share, seed) if s.text not in test_texts]
-    validation = [s for i, s in enumerate(train) if i in held_out]
     # Calibrate on whole requests of real sources that neither training nor the test saw.
     calibration = request_inputs(data_root, "calibration")
     labels = np.array([FAMILIES.index(s.family) for s in fit_part], dtype=np.intp)
@@ -177,7 +177,7 @@ def train_attack(
         "training": {
             "samples": len(fit_part),
             "augmented": sum(s.source.endswith("+augmented") for s in fit_part),
-            "calibration_requests": len(calibration),
+            "calibration_requests": {source: len(requests) for source, requests in calibration.items()},
             "data_sha256": _data_hash(train),
             "extra_samples": len(extra or []),
             "real_sources": source_roles(data_root),  # which real sources trained, calibrated, tested
@@ -188,16 +188,57 @@ def train_attack(
     }
     metadata_path = out_dir / "attack.json"
     metadata_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    for runtime in FILES:
-        model = load_model(metadata_path, runtime)
-        meta["thresholds"][runtime] = calibrate(model, calibration, settings.target_fpr)
-        meta["validation"][runtime] = rates(model, validation, meta["thresholds"][runtime]["block"])
-        meta["test"][runtime] = rates(model, test, meta["thresholds"][runtime]["block"])
-    metadata_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    write_checksums(out_dir)
+    _thresholds_and_rates(metadata_path, meta, calibration, validation, test, target_fpr=settings.target_fpr)
     too_big = [name for name, size in meta["bytes"].items() if size > SIZE_LIMIT]
     if too_big:
         raise RuntimeError(f"model files over {SIZE_LIMIT} bytes: {', '.join(too_big)}")
+    return meta
+
+
+def split(
+    data_root: Path, settings: TrainSettings, extra: list[Sample] | None = None
+) -> tuple[list[Sample], list[Sample], list[Sample], list[Sample]]:
+    """The training side, the part of it fitted on, the held-out tenth (validation) and the test."""
+    train, test = training_and_test(data_root, settings.seed)
+    test_texts = {s.text for s in test}
+    train += [s for s in extra or [] if s.text not in test_texts]
+    rng = np.random.default_rng(settings.seed)
+    held_out = set(rng.choice(len(train), size=len(train) // 10, replace=False).tolist())
+    fit_part = [s for i, s in enumerate(train) if i not in held_out]
+    return train, fit_part, [s for i, s in enumerate(train) if i in held_out], test
+
+
+def _thresholds_and_rates(
+    metadata_path: Path,
+    meta: dict,
+    calibration: dict[str, list[list[str]]],
+    validation: list[Sample],
+    test: list[Sample],
+    *,
+    target_fpr: float,
+) -> None:
+    """Each runtime's calibrated thresholds, validation and test rates, into the metadata file."""
+    for runtime in FILES:
+        model = load_model(metadata_path, runtime)
+        meta["thresholds"][runtime] = calibrate(model, calibration, target_fpr)
+        meta["validation"][runtime] = rates(model, validation, meta["thresholds"][runtime]["block"])
+        meta["test"][runtime] = rates(model, test, meta["thresholds"][runtime]["block"])
+    metadata_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    write_checksums(metadata_path.parent)
+
+
+def recalibrate(data_root: Path, metadata_path: Path) -> dict:
+    """Thresholds and rates of a trained model set again from the data (the same calibration
+    a training run ends with), for the settings it was trained with; returns its metadata."""
+    meta = read_metadata(metadata_path)
+    saved = meta["training"]["settings"]
+    settings = TrainSettings(**{**saved, "network": NetworkSettings(**saved["network"])})
+    _, _, validation, test = split(data_root, settings)
+    calibration = request_inputs(data_root, "calibration")
+    meta["training"]["calibration_requests"] = {source: len(requests) for source, requests in calibration.items()}
+    meta["training"]["real_sources"] = source_roles(data_root)
+    meta.update(thresholds={}, validation={}, test={})
+    _thresholds_and_rates(metadata_path, meta, calibration, validation, test, target_fpr=settings.target_fpr)
     return meta
 
 

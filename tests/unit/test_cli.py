@@ -90,7 +90,8 @@ def test_score_detection_only_mode() -> None:
         (["check", "--model", "/nonexistent/attack.json"], "cannot read model metadata"),
         (["check", "--config", "/nonexistent.toml"], "cannot read /nonexistent.toml"),
         (["score", "--model", MODEL, "/nonexistent.jsonl"], "No such file"),
-        (["train", "flood", "--data", "/nonexistent", "--extra", "x.jsonl"], "the flood/bot model takes neither"),
+        (["train", "flood", "--data", "/nonexistent", "--extra", "x.jsonl"], "are for the attack model only"),
+        (["train", "flood", "--data", "/nonexistent", "--recalibrate"], "are for the attack model only"),
     ],
 )
 def test_errors_are_readable(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -50,7 +50,7 @@ def test_requests_are_read_as_the_analyzer_reads_them(tmp_path: Path) -> None:
     assert requests[0].request.headers["host"] == "a.example"
     assert requests[2].request.method == "POST"
     assert "body_binary" in requests[2].request.anomalies
-    assert request_inputs(tmp_path, "test") == [["<svg>"], ["a b;c"]]
+    assert request_inputs(tmp_path, "test") == {"browser-captures:GoogleChrome": [["<svg>"], ["a b;c"]]}
     assert benign_values(tmp_path, "test", 1, seed=1) in (
         [("<svg>", "browser-captures:GoogleChrome")],
         [("a b;c", "browser-captures:GoogleChrome")],

@@ -24,8 +24,8 @@ from mlwaf.datasets import (
     training_and_test,
 )
 from mlwaf.features import SHAPES, normalise, signature, windows
-from mlwaf.model import KIND, load_model
-from mlwaf.train import FILES, source_weights, write_checksums
+from mlwaf.model import KIND, AttackModel, load_model
+from mlwaf.train import FILES, calibrate, request_scores, source_weights, write_checksums
 
 ATTACKS = ["1 or 1=1", "union select 1", "' or ''='", "1; drop table x", "admin'--", "1 and sleep(5)"]
 BENIGN = ["hello", "coffee", "blue shirt", "paris", "john smith", "page 2"]
@@ -254,3 +254,24 @@ def test_the_test_split_never_reaches_training() -> None:
     assert not {s.text for s in train} & {s.text for s in test}
     assert not any("{file}" in s.text.lower() for s in train + test)  # templates filled in on both sides
     assert {s.family for s in test} == set(FAMILIES)
+
+
+def scored_by_length() -> AttackModel:
+    """A model whose attack score of a value is its length / 100 (a stand-in for the network)."""
+
+    def backend(ids: np.ndarray) -> np.ndarray:
+        attack = np.minimum((ids > 0).sum(axis=1) / 100.0, 1.0).astype(np.float32)
+        return np.stack([1 - attack, attack], axis=1)
+
+    return AttackModel("t", "", ["benign", "sqli"], backend=backend)
+
+
+def test_the_threshold_keeps_every_calibration_source_within_its_share() -> None:
+    model = scored_by_length()
+    quiet = [["a" * 10]] * 2000  # scores 0.10
+    loud = [["b" * 10]] * 997 + [["c" * 95], ["c" * 96], ["c" * 97]]  # three requests at 0.95-0.97
+    # 0.1% of 1,000 allows one refused request: the bar goes just above the second highest
+    assert calibrate(model, {"quiet": quiet, "loud": loud}, 0.001)["block"] == pytest.approx(0.9601, abs=1e-3)
+    assert calibrate(model, {"quiet": quiet}, 0.001)["block"] == 0.9, "never below the floor"
+    assert calibrate(model, {"tiny": [["d" * 100]]}, 0.001)["block"] == 0.99, "nor above the cap"
+    assert request_scores(model, [[], ["e" * 50, "e" * 20]]).tolist() == pytest.approx([0.0, 0.5])
