@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlwaf.request import Arg, Request, parse_urlencoded, url_decode
-from mlwaf.traffic import benign_values
+from mlwaf.traffic import benign_values, label
 
 FAMILIES = ("benign", "sqli", "xss", "cmdi", "traversal")
 _HTTPPARAMS_LABELS = {"norm": "benign", "sqli": "sqli", "xss": "xss", "cmdi": "cmdi", "path-traversal": "traversal"}
@@ -734,7 +734,8 @@ def training_and_test(root: Path, seed: int = 7) -> tuple[list[Sample], list[Sam
     train += extra_train
     drawn = {s.text for s in tokens + references}
     test = httpparams(root, "test") + gotestwaf(root) + mgm_lookalikes(root) + extra_test
-    test += [Sample(text, "benign", source) for text, source in benign_values(root, "test", REAL_TEST_PER_FOLDER, seed)]
+    test_real = benign_values(root, "test", REAL_TEST_PER_FOLDER, seed)
+    test += [Sample(text, "benign", label(source)) for text, source in test_real]
     test += [s for s in generated_tokens(5000, seed + 1000, "generated-tokens-test") if s.text not in drawn]
     test += [s for s in generated_references(2000, seed + 1000, "generated-references-test") if s.text not in drawn]
     test += generated_labels(3000, seed + 1000, licence_words(1), "generated-labels-test")

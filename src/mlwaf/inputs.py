@@ -180,7 +180,7 @@ def unwrap(source: str, name: str, value: str, depth: int = 0, prefix: str = "")
     """The texts the model scores for one named value (and its name, unless an identifier).
     ``prefix`` names what the value sits in (a JSON key's parent, a URL's argument)."""
     if name and not _NAME.fullmatch(name):  # a name is read as a value is: a URL as one, JSON flattened
-        yield from _unwrap_value(f"{source}-name", prefix + name, name, depth)
+        yield from _unwrap_value(source if source.endswith("-name") else f"{source}-name", prefix + name, name, depth)
     yield from _unwrap_value(source, prefix + name, value, depth)
 
 

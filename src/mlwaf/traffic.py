@@ -127,13 +127,20 @@ def real_requests(root: Path, folders: tuple[str, ...] = REQUEST_FOLDERS) -> lis
     return out
 
 
-SITE_LISTS = frozenset({"fwaf-goodqueries", "iscx-url2016-benign"})
+SITE_LISTS = frozenset({"fwaf-goodqueries", "iscx-url2016-benign", "multilingual-values"})
+
+
+def label(source: str) -> str:
+    """How reports name a source: the organisation for recorded traffic, the folder for lists
+    of many sites' URLs and for the languages of the multilingual values (one line per site or
+    language would drown a table)."""
+    folder = source.partition(":")[0]
+    return folder if folder in SITE_LISTS else source
 
 
 def source_label(real: RealRequest) -> str:
-    """How reports name a real request's source: the organisation for recorded traffic, the
-    folder for lists of many sites' URLs (one line per site would drown a table)."""
-    return real.folder if real.folder in SITE_LISTS else real.source
+    """``label`` of a real request's source."""
+    return label(real.source)
 
 
 def source_roles(root: Path) -> dict[str, dict[str, int]]:

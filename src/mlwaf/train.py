@@ -28,6 +28,7 @@ from mlwaf.traffic import request_inputs, source_roles
 
 Progress = Callable[[int, int], None]
 MIN_BLOCK_THRESHOLD = 0.9
+MAX_BLOCK_THRESHOLD = 0.99
 FILES = {"litert-int8": "attack-int8.tflite", "litert-float": "attack.tflite", "tensorflow": "attack.keras"}
 SIZE_LIMIT = 1_000_000  # bytes per model file
 
@@ -74,14 +75,16 @@ def calibrate(model: AttackModel, sources: dict[str, list[list[str]]], target_fp
     """Block at the lowest threshold that refuses at most ``target_fpr`` of each source's benign
     requests (each its scored inputs), the constraint being per source as the target is; never
     below MIN_BLOCK_THRESHOLD (attacks score near 1.0, so a high bar costs little) nor above
-    0.99; log 0.2 lower."""
+    MAX_BLOCK_THRESHOLD. A source that no threshold up to that maximum keeps within its share
+    (requests scored near 1.0) has no say: raising the bar for it would cost detection and still
+    leave it over. Log 0.2 lower."""
     block = MIN_BLOCK_THRESHOLD
     for requests in sources.values():
         scores = np.sort(request_scores(model, requests))
         allowed = int(np.floor(target_fpr * scores.size))
         if scores.size > allowed:
-            block = max(block, float(scores[scores.size - allowed - 1]) + 1e-4)
-    block = min(0.99, block)
+            needed = float(scores[scores.size - allowed - 1]) + 1e-4
+            block = max(block, needed) if needed <= MAX_BLOCK_THRESHOLD else block
     return {"block": round(block, 4), "log": round(max(0.5, block - 0.2), 4)}
 
 

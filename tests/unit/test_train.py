@@ -273,5 +273,6 @@ def test_the_threshold_keeps_every_calibration_source_within_its_share() -> None
     # 0.1% of 1,000 allows one refused request: the bar goes just above the second highest
     assert calibrate(model, {"quiet": quiet, "loud": loud}, 0.001)["block"] == pytest.approx(0.9601, abs=1e-3)
     assert calibrate(model, {"quiet": quiet}, 0.001)["block"] == 0.9, "never below the floor"
-    assert calibrate(model, {"tiny": [["d" * 100]]}, 0.001)["block"] == 0.99, "nor above the cap"
+    beyond = {"loud": loud, "over at any bar": [["d" * 100]] * 5}
+    assert calibrate(model, beyond, 0.001)["block"] == pytest.approx(0.9601, abs=1e-3), "a lost cause has no say"
     assert request_scores(model, [[], ["e" * 50, "e" * 20]]).tolist() == pytest.approx([0.0, 0.5])
