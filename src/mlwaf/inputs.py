@@ -17,8 +17,8 @@ scores, each an ``Arg`` that names where it came from:
 A value is unwrapped before it is scored: JSON inside a value is flattened, a
 URL is read as its address (without the query) plus its query's arguments, a
 query string inside a value as its arguments, a JWT as its claims and a
-base64 token as the text it encodes (a token that encodes binary data is not
-text and is not scored). Empty values and plain identifiers and numbers
+base64 token as the text it encodes as well as itself (a token that encodes
+binary data is read as any other value). Empty values and plain identifiers and numbers
 (``PLAIN``) carry no syntax to attack with and are not scored. Unwrapping is
 bounded (``MAX_DEPTH`` levels, ``Limits.max_args`` inputs), and the cut is
 recorded as an anomaly.
@@ -31,8 +31,9 @@ import binascii
 import json
 import re
 from collections.abc import Iterable, Iterator
+from itertools import chain
 
-from mlwaf.request import Arg, Limits, Request, parse_urlencoded, plain_agent
+from mlwaf.request import Arg, Limits, Request, as_text, parse_urlencoded, plain_agent
 
 MAX_DEPTH = 3  # unwrapping levels inside one value (JSON in a URL in a cookie, say)
 PLAIN = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")  # words, numbers, hex, UUIDs, file names
@@ -116,19 +117,8 @@ def plain_path(path: str) -> bool:
     return all(not segment or PLAIN.fullmatch(segment) for segment in path.split("/"))
 
 
-def _text(data: bytes) -> str | None:
-    """Decoded bytes as text, or None for binary data (invalid UTF-8 or control bytes)."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    controls = sum(1 for c in text if c < " " and c not in "\t\r\n")
-    return None if controls else text
-
-
 def _token(text: str) -> str | None:
-    """What a base64 token encodes, if it is text: "" for a binary token, None when
-    ``text`` is not a token at all (a value to score as it is)."""
+    """The text a base64 token encodes, or None (not a token, or one that encodes binary data)."""
     if not _BASE64.fullmatch(text) or sum(bool(re.search(kind, text)) for kind in (r"\d", "[a-z]", "[A-Z]")) < 2:
         return None
     padded = text + "=" * (-len(text) % 4)
@@ -136,8 +126,7 @@ def _token(text: str) -> str | None:
         data = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
     except (binascii.Error, ValueError):
         return None
-    decoded = _text(data)
-    return "" if decoded is None else decoded
+    return as_text(data)
 
 
 def _jwt(text: str) -> list[str] | None:
@@ -201,9 +190,13 @@ def _unwrap_value(source: str, name: str, value: str, depth: int) -> Iterator[Ar
 
 
 def _as_token(source: str, name: str, text: str, depth: int) -> Iterator[Arg] | None:
-    # tried before the plain test: a base64 token may be letters and digits only
+    # tried before the plain test: a base64 token may be letters and digits only. The token
+    # itself is scored too unless plain: what decodes to text may be meant as it is.
     decoded = _token(text)
-    return None if decoded is None else _unwrap_value(source, f"{name}:base64", decoded, depth + 1)
+    if decoded is None:
+        return None
+    itself = [] if plain(text) else [Arg(source, name, text)]
+    return chain(_unwrap_value(source, f"{name}:base64", decoded, depth + 1), itself)
 
 
 def _as_json(source: str, name: str, text: str, depth: int) -> Iterator[Arg] | None:

@@ -234,10 +234,10 @@ def parse_xml(text: str) -> list[Arg]:
     return out
 
 
-def _body_text(body: bytes) -> str | None:
-    """The body as text, or None when it is binary (not UTF-8, or control bytes in it)."""
+def as_text(data: bytes) -> str | None:
+    """Bytes as text, or None when they are binary (not UTF-8, or control bytes in them)."""
     try:
-        text = body.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         return None
     return None if any(c < " " and c not in "\t\r\n" for c in text) else text
@@ -280,7 +280,7 @@ def decode_body(  # noqa: PLR0911 - one return per kind of body reads best
         return parse_json_body(body, limits, anomalies)
     if kind in ("application/xml", "text/xml") or kind.endswith("+xml"):
         return parse_xml(body.decode("utf-8", "replace"))
-    text = _body_text(body)
+    text = as_text(body)
     if text is None:
         anomalies.append("body_binary")
         return []

@@ -55,11 +55,18 @@ def test_a_url_is_read_as_its_address_and_its_arguments() -> None:
     assert Arg("query", "next", "https://shop.example/../../etc/passwd") in climb
 
 
-def test_tokens_are_decoded_and_binary_ones_dropped() -> None:
+def test_tokens_are_decoded_and_read_as_they_are() -> None:
     hidden = base64.b64encode(b"' or 1=1--").decode().rstrip("=")
     assert list(unwrap("cookie", "t", hidden)) == [Arg("cookie", "t:base64", "' or 1=1--")]
     binary = base64.b64encode(bytes(range(0, 48))).decode()
-    assert list(unwrap("cookie", "t", binary)) == []
+    assert list(unwrap("cookie", "t", binary)) == [], "letters and digits only: plain"
+    slashed = base64.b64encode(bytes(range(200, 248))).decode()
+    assert list(unwrap("cookie", "t", slashed)) == [Arg("cookie", "t", slashed)], "binary: read as it is"
+    shell = base64.b64encode(b";cat /etc/passwd").decode()
+    assert list(unwrap("cookie", "t", shell)) == [
+        Arg("cookie", "t:base64", ";cat /etc/passwd"),
+        Arg("cookie", "t", shell),
+    ]
     claims = base64.urlsafe_b64encode(json.dumps({"sub": "<svg onload=alert(1)>"}).encode()).decode().rstrip("=")
     jwt = f"eyJhbGciOiJIUzI1NiJ9.{claims}.c2lnbmF0dXJl"
     assert list(unwrap("header", "authorization", jwt)) == [
