@@ -33,11 +33,9 @@ import re
 from collections.abc import Iterable, Iterator
 from itertools import chain
 
-from mlwaf.request import Arg, Limits, Request, as_text, parse_urlencoded, plain_agent
+from mlwaf.request import PLAIN, PLAIN_NAME, Arg, Limits, Request, as_text, parse_urlencoded, plain_agent
 
 MAX_DEPTH = 3  # unwrapping levels inside one value (JSON in a URL in a cookie, say)
-PLAIN = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")  # words, numbers, hex, UUIDs, file names
-_NAME = re.compile(r"[A-Za-z0-9_$@:\[\]-]+(?:\.[A-Za-z0-9_$@:\[\]-]+)*")  # identifiers, a.b[0], array_0
 _URL = re.compile(r"(?:[a-z][a-z0-9+.-]{1,15}:)?//[^/?#\s]*", re.IGNORECASE)
 _QUERYLIKE = re.compile(r"[\w.\[\]-]+=[^&]*(?:&[\w.\[\]-]+=[^&]*)+")
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
@@ -168,7 +166,7 @@ def _leaves(document: object, prefix: str, depth: int = 0) -> Iterator[tuple[str
 def unwrap(source: str, name: str, value: str, depth: int = 0, prefix: str = "") -> Iterator[Arg]:
     """The texts the model scores for one named value (and its name, unless an identifier).
     ``prefix`` names what the value sits in (a JSON key's parent, a URL's argument)."""
-    if name and not _NAME.fullmatch(name):  # a name is read as a value is: a URL as one, JSON flattened
+    if name and not PLAIN_NAME.fullmatch(name):  # a name is read as a value is: a URL as one, JSON flattened
         yield from _unwrap_value(source if source.endswith("-name") else f"{source}-name", prefix + name, name, depth)
     yield from _unwrap_value(source, prefix + name, value, depth)
 

@@ -144,10 +144,25 @@ def parse_cookies(header: str) -> list[Arg]:
     return out
 
 
+# words, numbers, hex ids, UUIDs, file names: values without syntax (mlwaf.inputs does not score them)
+PLAIN = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_$@:\[\]-]+(?:\.[A-Za-z0-9_$@:\[\]-]+)*")  # identifiers, a.b[0], item@id
+
+
+def _plain_arg(arg: Arg) -> bool:
+    """An argument whose value and name carry no syntax."""
+    value_plain = not arg.value.strip() or PLAIN.fullmatch(arg.value) is not None
+    return value_plain and (not arg.name or PLAIN_NAME.fullmatch(arg.name) is not None)
+
+
 def cap_args(args: list[Arg], limits: Limits, anomalies: list[str]) -> list[Arg]:
-    """Apply the argument-count and value-length limits, recording what was cut."""
+    """Apply the argument-count and value-length limits, recording what was cut. Past the
+    count, arguments whose name or value has syntax are kept before plain ones (in their
+    order), so that an attack cannot hide behind a thousand plain fillers."""
     if len(args) > limits.max_args:
-        args = args[: limits.max_args]
+        plain = [_plain_arg(a) for a in args]
+        ranked = sorted(range(len(args)), key=lambda i: plain[i])[: limits.max_args]
+        args = [args[i] for i in sorted(ranked)]
         anomalies.append("args_truncated")
     if any(len(a.value) > limits.max_value_chars for a in args):
         args = [Arg(a.source, a.name, a.value[: limits.max_value_chars]) for a in args]

@@ -23,6 +23,13 @@ CASES = {
     "json-benign": ("POST", "/api.php", {"Content-Type": "application/json"}, json.dumps({"q": "tea", "limit": 5})),
     "xml": ("POST", "/api.php", {"Content-Type": "application/xml"}, f"<search><q>{ATTACK}</q></search>"),
     "xml-attribute": ("POST", "/api.php", {"Content-Type": "application/xml"}, f"<search q='{ATTACK}'/>"),
+    # over 16 KB the bridge gets all the text as one piece (rules 1015-1016)
+    "xml-large": (
+        "POST",
+        "/api.php",
+        {"Content-Type": "application/xml"},
+        "<search>" + "<item n='1'>tea</item>" * 1000 + f"<q>{ATTACK}</q></search>",
+    ),
     "text-json": ("POST", "/api.php", {"Content-Type": "text/plain"}, json.dumps({"beacon": ATTACK})),
     "text-benign": ("POST", "/api.php", {"Content-Type": "text/plain"}, json.dumps({"beacon": "page view"})),
     "multipart": (

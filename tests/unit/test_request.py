@@ -170,3 +170,12 @@ def test_decoder_never_crashes(record: dict) -> None:
 def test_plain_user_agents_are_not_read(agent: str, plain: bool) -> None:
     assert plain_agent(agent) is plain
     assert any(header_inputs({"user-agent": agent})) is (bool(agent) and not plain)
+
+
+def test_past_the_argument_limit_values_with_syntax_are_kept_first() -> None:
+    fillers = "&".join(f"n{i}=tea" for i in range(30))
+    req = from_wire({"path": f"/?{fillers}&q=%60id%60&z=1"}, Limits(max_args=10))
+    assert Arg("query", "q", "`id`") in req.args, "the attack outranks the plain fillers"
+    assert len(req.args) == 10
+    assert req.args[:9] == [Arg("query", f"n{i}", "tea") for i in range(9)], "the order is kept"
+    assert "args_truncated" in req.anomalies

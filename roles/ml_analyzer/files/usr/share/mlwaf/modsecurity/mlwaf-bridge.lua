@@ -78,7 +78,9 @@ local function arguments()
   local start = 1
   while start <= #xml and #args < MAX_ARGS do
     local stop = string.find(xml, XML_SEPARATOR, start, true) or (#xml + 1)
-    if stop > start then args[#args + 1] = arg("xml", "", string.sub(xml, start, stop - 1)) end
+    local piece = string.sub(xml, start, stop - 1)
+    -- words and numbers carry no syntax (the analyzer would not score them): not sent
+    if piece ~= "" and not string.find(piece, "^[%w_%.%-]+$") then args[#args + 1] = arg("xml", "", piece) end
     start = stop + #XML_SEPARATOR
   end
   return args
