@@ -40,6 +40,8 @@ class Analyzer:
         self.load_seconds = 0.0  # how long from_settings took to load the models and the profile
         # made before the daemon forks: its shared memory is every worker's
         self.behaviour = Behaviour(settings.behaviour) if settings.behaviour.enabled else None
+        # the headers the attack models read: None for all of them
+        self._headers = None if "*" in settings.score_headers else settings.score_headers
         self.thresholds: dict[str, Thresholds] = {}
         for name, model in models.items():
             configured = settings.models.get(name)
@@ -88,9 +90,8 @@ class Analyzer:
     def inputs(self, request: Request, args: list[Arg] | None = None) -> list[Arg]:
         """What the attack models score of a request (``mlwaf.inputs``): its path, arguments
         (``args``, default: those not allowlisted) and headers, unwrapped."""
-        headers = None if "*" in self.settings.score_headers else self.settings.score_headers
         args = self._args(request) if args is None else args
-        return model_inputs(request, args, self.settings.limits, headers)
+        return model_inputs(request, args, self.settings.limits, self._headers)
 
     def analyze(self, request: Request, started: float | None = None, now: float | None = None) -> Reply:
         """The verdict on one request; ``now`` is its arrival time (the behavioural layer's

@@ -39,6 +39,7 @@ MAX_DEPTH = 3  # unwrapping levels inside one value (JSON in a URL in a cookie, 
 _URL = re.compile(r"(?:[a-z][a-z0-9+.-]{1,15}:)?//[^/?#\s]*", re.IGNORECASE)
 _QUERYLIKE = re.compile(r"[\w.\[\]-]+=[^&]*(?:&[\w.\[\]-]+=[^&]*)+")
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
+_CHARACTER_KINDS = (re.compile(r"\d"), re.compile("[a-z]"), re.compile("[A-Z]"))  # a token mixes two of them
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 # Headers checked structurally: a value that fully matches its grammar cannot carry markup,
@@ -117,7 +118,7 @@ def plain_path(path: str) -> bool:
 
 def _token(text: str) -> str | None:
     """The text a base64 token encodes, or None (not a token, or one that encodes binary data)."""
-    if not _BASE64.fullmatch(text) or sum(bool(re.search(kind, text)) for kind in (r"\d", "[a-z]", "[A-Z]")) < 2:
+    if not _BASE64.fullmatch(text) or sum(bool(kind.search(text)) for kind in _CHARACTER_KINDS) < 2:
         return None
     padded = text + "=" * (-len(text) % 4)
     try:
