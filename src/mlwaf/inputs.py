@@ -18,8 +18,10 @@ A value is unwrapped before it is scored: JSON inside a value is flattened, a
 URL is read as its address (without the query) plus its query's arguments, a
 query string inside a value as its arguments, a JWT as its claims and a
 base64 token as the text it encodes as well as itself (a token that encodes
-binary data is read as any other value). Empty values and plain identifiers and numbers
-(``PLAIN``) carry no syntax to attack with and are not scored. Unwrapping is
+binary data is read as any other value), and a block of base64 lines (a file sent
+in a JSON field) as the text it encodes, or not at all when it encodes binary data.
+Empty values, plain identifiers and numbers (``PLAIN``), media types and unreplaced
+ad-server placeholders (``$UID``) carry no syntax to attack with and are not scored. Unwrapping is
 bounded (``MAX_DEPTH`` levels, ``Limits.max_args`` inputs), and the cut is
 recorded as an anomaly.
 """
@@ -105,10 +107,23 @@ STRUCTURAL = {name: re.compile(pattern) for name, pattern in _GRAMMAR.items()}
 _URL_HEADERS = frozenset({"referer", "origin"})
 
 
+# A media type (``application/javascript``): OpenRTB bids, upload forms and APIs list them.
+_MEDIA_TYPE = re.compile(
+    r"(?:application|audio|font|image|message|model|multipart|text|video)/[A-Za-z0-9][\w.+-]{0,126}"
+)
+# An unreplaced placeholder of an ad server or a tag manager (``$UID``, ``${GDPR_CONSENT}``,
+# ``${UIPID()}``) between plain words: a variable name with nothing to run.
+_MACRO = re.compile(r"\$(?:[A-Z][A-Z0-9_]{0,39}|\{[A-Z][A-Z0-9_]{0,39}(?:\(\))?\})")
+_MACRO_FILLER = re.compile(r"[A-Za-z0-9_.:-]*")
+
+
 def plain(text: str) -> bool:
-    """A value with no syntax in it: a word, a number, a hex id, a UUID, a file name, or a
-    run of one character (``...``, ``****``)."""
-    return PLAIN.fullmatch(text) is not None or text == text[0] * len(text)
+    """A value with no syntax in it: a word, a number, a hex id, a UUID, a file name, a run
+    of one character (``...``, ``****``), a media type, or unreplaced ad-server placeholders."""
+    if PLAIN.fullmatch(text) or text == text[0] * len(text) or _MEDIA_TYPE.fullmatch(text):
+        return True
+    filler = _MACRO.sub("", text)
+    return filler != text and "IFS" not in text and _MACRO_FILLER.fullmatch(filler) is not None
 
 
 def plain_path(path: str) -> bool:
@@ -188,6 +203,33 @@ def _unwrap_value(source: str, name: str, value: str, depth: int) -> Iterator[Ar
         yield Arg(source, name, value)
 
 
+def _base64_block(text: str) -> bytes | None:
+    """What a block of base64 broken into lines of one length (MIME, PEM: an uploaded image
+    in a JSON field) encodes, or None."""
+    lines = [line.strip() for line in text.splitlines()]
+    width = len(lines[0])
+    if len(lines) < 2 or width < 40 or any(len(line) != width for line in lines[:-1]) or len(lines[-1]) > width:
+        return None
+    block = "".join(lines)
+    if not _BASE64.fullmatch(block):
+        return None
+    try:
+        return base64.b64decode(block + "=" * (-len(block) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _as_block(source: str, name: str, text: str, depth: int) -> Iterator[Arg] | None:
+    # a file sent as base64 lines: its text is read; binary data (an image) is not scored
+    if "\n" not in text:
+        return None
+    data = _base64_block(text)
+    if data is None:
+        return None
+    decoded = as_text(data)
+    return iter(()) if decoded is None else _unwrap_value(source, f"{name}:base64", decoded, depth + 1)
+
+
 def _as_token(source: str, name: str, text: str, depth: int) -> Iterator[Arg] | None:
     # tried before the plain test: a base64 token may be letters and digits only. The token
     # itself is scored too unless plain: what decodes to text may be meant as it is.
@@ -228,7 +270,7 @@ def _as_query(source: str, name: str, text: str, depth: int) -> Iterator[Arg] | 
     return (arg for pair in pairs for arg in unwrap(source, pair.name, pair.value, depth + 1, f"{name}>"))
 
 
-_STRUCTURES = (_as_token, _as_json, _as_jwt, _as_url, _as_query)
+_STRUCTURES = (_as_block, _as_token, _as_json, _as_jwt, _as_url, _as_query)
 
 
 def _url(source: str, name: str, url: str, depth: int) -> Iterator[Arg]:

@@ -42,14 +42,14 @@ local sent
 m = {
   getvar = function(name) return vars[name] end,
   getvars = function(name) return collections[name] or {} end,
-  setvar = function() end,
+  setvar = function(name, value) io.stderr:write("setvar ", name, "=", tostring(value), "\n") end,
   log = function(_, text) io.stderr:write(text, "\n") end,
 }
 package.loaded["socket.unix"] = { stream = function()
   return {
     settimeout = function() end, connect = function() return 1 end, close = function() end,
     send = function(_, text) sent = text; return #text end,
-    receive = function() return '{"v":1,"verdict":"allow","scores":{}}' end,
+    receive = function() return REPLY end,
   }
 end }
 dofile(arg[1])
@@ -58,15 +58,24 @@ io.write(sent)
 """
 
 
-def bridge_message(processor: str, body: str = "", xml: str | None = None) -> bytes:
-    """The bridge's message; ModSecurity gives an empty REQBODY_PROCESSOR when none parsed the body."""
+NO_FINDINGS = '{"v":1,"verdict":"allow","scores":{}}'
+
+
+def run_bridge(processor: str, body: str = "", xml: str | None = None, reply: str = NO_FINDINGS) -> tuple[bytes, str]:
+    """The bridge's message and the TX variables it set (stderr lines ``setvar name=value``);
+    ModSecurity gives an empty REQBODY_PROCESSOR when none parsed the body."""
     setup = (
         f"PROCESSOR = {json.dumps(processor)}\nBODY = {json.dumps(body)}\nXML = {json.dumps(xml) if xml else 'nil'}\n"
+        f"REPLY = {json.dumps(reply)}\n"
     )
     result = subprocess.run(
         [LUA, "-", str(BRIDGE)], input=setup + HARNESS, capture_output=True, text=True, check=True, timeout=30
     )
-    return result.stdout.encode()
+    return result.stdout.encode(), result.stderr
+
+
+def bridge_message(processor: str, body: str = "", xml: str | None = None) -> bytes:
+    return run_bridge(processor, body, xml)[0]
 
 
 @pytest.mark.skipif(LUA is None, reason="lua5.1 is not installed (make host-deps)")
@@ -85,3 +94,13 @@ def test_the_bridge_sends_json_arguments_every_header_and_an_unparsed_body() -> 
     assert [a for a in xml.args if a.source == "xml"] == [Arg("xml", "", "`id`"), Arg("xml", "", "a b")]
     padded = parse_request(bridge_message("XML", xml="tea<|>" * 1500 + "`id`<|>"))
     assert Arg("xml", "", "`id`") in padded.args, "plain pieces do not count against the bridge's argument limit"
+
+
+@pytest.mark.skipif(LUA is None, reason="lua5.1 is not installed (make host-deps)")
+def test_the_bridge_gives_rules_each_score_as_an_integer_too() -> None:
+    reply = '{"v":1,"verdict":"log","scores":{"attack":0.7236,"profile":1e-05},"summary":"attack=0.724"}'
+    _, log = run_bridge("URLENCODED", "q=1", reply=reply)
+    assert "setvar tx.mlwaf_verdict=log" in log
+    assert "setvar tx.mlwaf_score_attack=0.7236" in log
+    assert "setvar tx.mlwaf_permille_attack=724" in log, "rules compare integers only"
+    assert "setvar tx.mlwaf_permille_profile=0" in log

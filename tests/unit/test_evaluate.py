@@ -104,9 +104,7 @@ def test_appliance_detector_reports_an_unreachable_appliance() -> None:
 def test_model_and_libinjection_detectors() -> None:
     pytest.importorskip("libinjection")
     model = model_detector(load_model(MODELS / "attack.json"))(SAMPLES)
-    # "select a box" is a known false positive of the shipped model (its card's known limits:
-    # English phrases that open with an SQL word); the other five are judged right
-    assert model == [False, True, False, True, True, True]
+    assert model == [False, False, False, True, True, True], "an English phrase that opens with an SQL word passes"
     libinjection = libinjection_detector()(SAMPLES)
     assert libinjection[3]
     assert libinjection[4]

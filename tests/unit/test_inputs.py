@@ -31,11 +31,36 @@ def test_empty_and_plain_values_are_not_scored() -> None:
     assert read({"path": "/%3Cb%3E"}) == [Arg("path", "", "/<b>")], "a path of one segment is read once"
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["application/javascript", "image/svg+xml", "$UID", "uid:$UID", "${UIPID()}", "${GDPR_CONSENT}", "x-${AD_ID}"],
+)
+def test_media_types_and_ad_placeholders_are_plain(value: str) -> None:
+    assert list(unwrap("query", "v", value)) == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["${jndi:ldap://x.example/a}", "$(id)", ";$UID", "${IFS}cat", "$HOME/.ssh/id_rsa", "1&$UID", "text/html;id"],
+)
+def test_shell_syntax_around_a_placeholder_is_scored(value: str) -> None:
+    assert list(unwrap("query", "v", value)) == [Arg("query", "v", value)]
+
+
+def test_a_base64_file_is_read_as_its_text_or_not_at_all() -> None:
+    image = base64.encodebytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 2).decode()
+    assert list(unwrap("json", "img", image)) == [], "binary data in base64 lines"
+    text = base64.encodebytes(b"<script>alert(1)</script> and some more text to fill lines " * 2).decode()
+    assert [a.value[:25] for a in unwrap("json", "f", text)] == ["<script>alert(1)</script>"]
+    ragged = "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB\n;id"
+    assert list(unwrap("json", "f", ragged)) == [Arg("json", "f", ragged)], "not a block: scored as it is"
+
+
 def test_names_are_scored_unless_identifiers() -> None:
     args = read({"path": "/?%20%20onload%3d%20=x&user[name]=1&a.b_c-d=2"})
     assert args == [Arg("query-name", "  onload= ", "  onload= ")]
-    url_name = read({"path": "/?%2Fsync%3Fhttps%3A%2F%2Fads.example%2Fu%3Fid%3D%24UID%26x%3D1"})
-    assert texts(url_name) == {"$UID"}, "a name that is a URL is read as one"
+    url_name = read({"path": "/?%2Fsync%3Fhttps%3A%2F%2Fads.example%2Fu%3Fid%3D%24(id)%26x%3D1"})
+    assert texts(url_name) == {"$(id)"}, "a name that is a URL is read as one"
     cookies = read({"path": "/", "headers": {"Cookie": "sid=1; <script>=1"}})
     assert Arg("cookie-name", "<script>", "<script>") in cookies
 

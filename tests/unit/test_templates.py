@@ -217,3 +217,30 @@ def test_monitoring_settings_follow_the_other_roles(tmp_path: Path) -> None:
     assert settings.logs.access_log == "/srv/logs/access.log"
     assert settings.alerts.webhook_url == "https://alerts.example.net/hook"
     assert "/srv/logs/*.log /var/log/apache2/*.log {" in placed["apache2"]
+
+
+def analyzer_rules(tmp_path: Path, overrides: dict) -> str:
+    facts = {"__ml_analyzer_lua_unix": "/usr/lib/x86_64-linux-gnu/lua/5.1/socket/unix.so"}  # found by a task
+    return render(tmp_path, "ml_analyzer", ["etc/modsecurity/mlwaf.d/ml-analyzer.conf"], facts | overrides)[
+        "ml-analyzer.conf"
+    ]
+
+
+def test_crs_blocks_after_the_analyzer_with_the_model_as_second_opinion(tmp_path: Path) -> None:
+    rules = analyzer_rules(tmp_path / "on", {})
+    assert "setvar:tx.inbound_anomaly_score_threshold=1000000" in rules, "CRS's own block held back"
+    for category in ("sql_injection", "xss", "rce", "lfi"):
+        assert f"setvar:'tx.mlwaf_crs_judged=+%{{tx.{category}_score}}'" in rules
+    assert "rfi_score}'" not in rules.split("id:1022")[1].split("id:1023")[0], "rfi is not judged by default"
+    assert '"@ge 500" "id:1026' in rules
+    assert '"@ge 15" "id:1025' in rules
+    # the decisions come after END_MLWAF, so a request the analyzer skipped is still decided
+    assert rules.index("SecMarker END_MLWAF\n") < rules.index("id:1020") < rules.index("SecMarker END_MLWAF_CRS")
+    tuned = {"ml_analyzer_crs_judged": ["xss"], "ml_analyzer_crs_confirm_score": 0.7, "ml_analyzer_crs_alone_score": 10}
+    text = analyzer_rules(tmp_path / "tuned", tuned)
+    assert "sql_injection_score}'" not in text.split("id:1022")[1].split("id:1023")[0]
+    assert '"@ge 700" "id:1026' in text
+    assert '"@ge 10" "id:1025' in text
+    off = analyzer_rules(tmp_path / "off", {"ml_analyzer_crs_arbitration": False})
+    assert "id:1017" not in off, "CRS blocks on its own"
+    assert "id:1020" not in off

@@ -17,7 +17,9 @@ from mlwaf.datasets import (
     Sample,
     filled,
     generated_agents,
+    generated_attacks,
     generated_commands,
+    generated_phrases,
     generated_queries,
     generated_references,
     marked,
@@ -276,3 +278,14 @@ def test_the_threshold_keeps_every_calibration_source_within_its_share() -> None
     beyond = {"loud": loud, "over at any bar": [["d" * 100]] * 5}
     assert calibrate(model, beyond, 0.001)["block"] == pytest.approx(0.9601, abs=1e-3), "a lost cause has no say"
     assert request_scores(model, [[], ["e" * 50, "e" * 20]]).tolist() == pytest.approx([0.0, 0.5])
+
+
+def test_generated_phrases_carry_nothing_active_and_generated_attacks_are_labelled() -> None:
+    phrases = generated_phrases(3000, seed=1)
+    assert any(s.text.lower().startswith("select ") for s in phrases)
+    active = re.compile(r"<script|javascript:|\bon[a-z]+\s*=|[;|]|\$\(", re.IGNORECASE)
+    assert not [s.text for s in phrases if active.search(s.text)]
+    attacks = generated_attacks(2000, seed=1)
+    assert {s.family for s in attacks} == {"cmdi", "xss"}
+    handlers = [s.text for s in attacks if s.family == "xss"]
+    assert all(active.search(text) or text.endswith("``>") for text in handlers)

@@ -5,7 +5,8 @@
 -- JSON line each way) and copies the answer into TX variables:
 --   tx.mlwaf_verdict   allow | block | log, or ratelimit (a block answered 429)
 --   tx.mlwaf_retry_after  seconds, with ratelimit
---   tx.mlwaf_score_<model>, tx.mlwaf_summary
+--   tx.mlwaf_score_<model>, tx.mlwaf_permille_<model> (the score times 1000, an
+--                      integer for rules to compare), tx.mlwaf_summary
 --   tx.mlwaf_ms        round trip as Apache pays it (connect, send, analyse,
 --                      answer), milliseconds; the analyzer's own time is in
 --                      its decision log
@@ -188,6 +189,8 @@ local function ask()
   m.setvar("tx.mlwaf_summary", string.match(line, '"summary":"([^"]*)"') or "")
   for name, score in string.gmatch(string.match(line, '"scores":{([^}]*)}') or "", '"([%w_]+)":([%d%.eE+-]+)') do
     m.setvar("tx.mlwaf_score_" .. name, score)
+    local value = tonumber(score)  -- for rules, which compare integers only
+    if value then m.setvar("tx.mlwaf_permille_" .. name, tostring(math.floor(value * 1000 + 0.5))) end
   end
   return nil
 end
