@@ -30,7 +30,7 @@ try "reflected XSS      GET /search.php" "$base/search.php?q=%3Cscript%3Ealert(1
 try "path traversal     GET /index.php" "$base/index.php?file=../../../../etc/passwd"
 try "command injection  GET /search.php" "$base/search.php?q=%3Bcat%20%2Fetc%2Fpasswd"
 try "command injection CRS misses, ML blocks" "$base/search.php?q=%60id%60&t=$marker-ml"
-try "ad request CRS alone refuses, the model clears" "$base/search.php?q=coffee&us_privacy=1---"
+try "ad request CRS alone refuses, ML clears" "$base/search.php?q=coffee&us_privacy=1---"
 try "HTTPS              GET /index.php" "https://127.0.0.1/index.php"
 echo
 echo "Audit-log entry of the blocked SQL injection (/var/log/apache2/modsec_audit.log):"

@@ -723,9 +723,20 @@ _XSS_PLACES = (
 )
 
 
+# File inclusion through PHP's and other stream wrappers, and what they read
+_WRAPPERS = (
+    *("php://filter/convert.base64-encode/resource={f}", "php://filter/read=string.rot13/resource={f}"),
+    *("php://filter/{f}", "php://input", "file://{f}", "phar://{f}/x", "zip://{f}%23shell.php"),
+    *("expect://id", "expect://ls", "data://text/plain;base64,PD9waHAgc3lzdGVtKCRfR0VUWzBdKTs/Pg=="),
+    *("compress.zlib://{f}", "glob://{f}*", "gopher://127.0.0.1:6379/_{f}", "jar:file://{f}!/"),
+)
+_INCLUDED = ("/etc/passwd", "index.php", "config.php", "../config.php", "/var/www/html/wp-config.php", "uploads/a.jpg")
+
+
 def generated_attacks(count: int, seed: int) -> list[Sample]:
-    """Command injection through a program's own options (argument injection) and XSS with
-    an event handler that calls a function in one of the ways that avoid ``alert(1)``."""
+    """Command injection through a program's own options (argument injection), XSS with an
+    event handler that calls a function in one of the ways that avoid ``alert(1)``, and file
+    inclusion through stream wrappers (``php://filter/...``), filed as traversal."""
     rng = random.Random(seed)
 
     def letters(n: int) -> str:
@@ -742,7 +753,11 @@ def generated_attacks(count: int, seed: int) -> list[Sample]:
         event = "".join(c.upper() if rng.random() < 0.3 else c for c in rng.choice(_HANDLERS))
         return Sample(place.format(h=event, c=rng.choice(_CALLS)), "xss", "generated-handlers")
 
-    return [rng.choice((argument, handler))() for _ in range(count)]
+    def inclusion() -> Sample:
+        wrapper = rng.choice(_WRAPPERS).format(f=rng.choice(_INCLUDED))
+        return Sample(wrapper if rng.random() < 0.8 else wrapper.upper(), "traversal", "generated-inclusions")
+
+    return [rng.choice((argument, handler, inclusion))() for _ in range(count)]
 
 
 def licence_prose(limit: int) -> list[Sample]:
@@ -850,7 +865,7 @@ def training_and_test(root: Path, seed: int = 7) -> tuple[list[Sample], list[Sam
     train += generated_benign(30000, seed) + tokens + licence_prose(20000) + generated_agents(TRAINING_AGENTS, seed)
     references = generated_references(TRAINING_REFERENCES, seed)
     train += generated_commands(1500, seed) + generated_queries(1500, seed) + references
-    train += generated_phrases(8000, seed) + generated_attacks(3000, seed)
+    train += generated_phrases(8000, seed) + generated_attacks(4000, seed)
     # label words: the training side's own (CSIC's Spanish names and streets, the licences'
     # first half, the generator's), never a test label's word
     words = {w.lower() for s in csic for w in re.findall(r"[A-Za-z]{3,12}", s.text)}

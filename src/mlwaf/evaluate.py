@@ -93,8 +93,9 @@ def per_value(detect: ValueDetector) -> Detector:
         texts: list[str] = []
         owner: list[int] = []
         for index, item in enumerate(items):
-            if isinstance(item, LabelledRequest):
-                values = item.request.values
+            if isinstance(item, LabelledRequest):  # read as the analyzer reads it
+                request = item.request.as_request()
+                values = tuple(a.value for a in model_inputs(request, request.args, Limits()))
             else:
                 values = item.values if isinstance(item, ScoredRequest) else (item.text,)
             texts += values

@@ -38,7 +38,7 @@ from itertools import chain
 from mlwaf.request import PLAIN, PLAIN_NAME, Arg, Limits, Request, as_text, parse_urlencoded, plain_agent
 
 MAX_DEPTH = 3  # unwrapping levels inside one value (JSON in a URL in a cookie, say)
-_URL = re.compile(r"(?:[a-z][a-z0-9+.-]{1,15}:)?//[^/?#\s]*", re.IGNORECASE)
+_URL = re.compile(r"(?:[a-z][a-z0-9+.-]{1,15}:)?//[^/?#\s]+", re.IGNORECASE)  # a host: ``////etc`` is no URL
 _QUERYLIKE = re.compile(r"[\w.\[\]-]+=[^&]*(?:&[\w.\[\]-]+=[^&]*)+")
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
 _CHARACTER_KINDS = (re.compile(r"\d"), re.compile("[a-z]"), re.compile("[A-Z]"))  # a token mixes two of them
@@ -274,18 +274,19 @@ _STRUCTURES = (_as_block, _as_token, _as_json, _as_jwt, _as_url, _as_query)
 
 
 def _url(source: str, name: str, url: str, depth: int) -> Iterator[Arg]:
-    """A URL: its address without the query (unless a plain one), then its query's arguments."""
+    """A URL: its address without the query (unless a plain web address), then its query's
+    arguments. A path without a host (``/etc/passwd?x=1``) is always scored."""
     address, _, query = url.partition("#")[0].partition("?")
     scheme_host = _URL.match(address)
-    rest = address[scheme_host.end() :] if scheme_host else address
-    if not _plain_path(rest) or not _plain_host(address[: scheme_host.end()] if scheme_host else ""):
+    if not scheme_host or not _plain_path(address[scheme_host.end() :]) or not _plain_host(scheme_host.group()):
         yield Arg(source, name, address)
     for arg in parse_urlencoded(query, source):
         yield from unwrap(source, arg.name, arg.value, depth + 1, f"{name}>" if name else "")
 
 
 _PLAIN_PATH = re.compile(r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*")
-_PLAIN_HOST = re.compile(r"(?:[a-z][a-z0-9+.-]{1,15}:)?//[A-Za-z0-9.-]*(?::\d{1,5})?", re.IGNORECASE)
+# Only web schemes: an address with another (file:, php:, phar:, gopher:, ...) is scored
+_PLAIN_HOST = re.compile(r"(?:(?:https?|wss?):)?//[A-Za-z0-9.-]*(?::\d{1,5})?", re.IGNORECASE)
 
 
 def _plain_path(path: str) -> bool:
@@ -294,7 +295,7 @@ def _plain_path(path: str) -> bool:
 
 
 def _plain_host(prefix: str) -> bool:
-    return not prefix or _PLAIN_HOST.fullmatch(prefix) is not None
+    return _PLAIN_HOST.fullmatch(prefix) is not None
 
 
 def header_inputs(headers: dict[str, str], names: Iterable[str] | None = None) -> Iterator[Arg]:

@@ -60,7 +60,7 @@ def test_names_are_scored_unless_identifiers() -> None:
     args = read({"path": "/?%20%20onload%3d%20=x&user[name]=1&a.b_c-d=2"})
     assert args == [Arg("query-name", "  onload= ", "  onload= ")]
     url_name = read({"path": "/?%2Fsync%3Fhttps%3A%2F%2Fads.example%2Fu%3Fid%3D%24(id)%26x%3D1"})
-    assert texts(url_name) == {"$(id)"}, "a name that is a URL is read as one"
+    assert texts(url_name) == {"/sync", "$(id)"}, "a name that is a URL is read as one (a bare path is scored)"
     cookies = read({"path": "/", "headers": {"Cookie": "sid=1; <script>=1"}})
     assert Arg("cookie-name", "<script>", "<script>") in cookies
 
@@ -78,6 +78,10 @@ def test_a_url_is_read_as_its_address_and_its_arguments() -> None:
     assert args == [Arg("query", "next>q", "' or 1=1--")]
     climb = read({"path": "/r?next=https%3A%2F%2Fshop.example%2F..%2F..%2Fetc%2Fpasswd"})
     assert Arg("query", "next", "https://shop.example/../../etc/passwd") in climb
+    assert list(unwrap("query", "f", "////etc/shadow")) == [Arg("query", "f", "////etc/shadow")], "no host: no URL"
+    assert Arg("query", "f", "/etc/passwd") in list(unwrap("query", "f", "/etc/passwd?x=1")), "a bare path is scored"
+    for wrapper in ("file:///etc/passwd", "php://filter/convert.base64-encode/resource=index.php", "gopher://x/_a"):
+        assert list(unwrap("query", "page", wrapper)) == [Arg("query", "page", wrapper)], "not a web address"
 
 
 def test_tokens_are_decoded_and_read_as_they_are() -> None:
