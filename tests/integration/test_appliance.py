@@ -83,6 +83,14 @@ def test_crs_blocks_alone_what_the_model_does_not_judge(host, client: Client) ->
     assert {"920440", "1023"} <= rule_ids(audit_entries(host, marker)[0])
 
 
+def test_crs_is_not_overruled_on_a_request_the_analyzer_saw_in_part(host, client: Client) -> None:
+    # the bridge sends the first 8 KB of a value: padding hides the injection from the model, not from CRS
+    marker = uuid.uuid4().hex
+    padded = {"q": "a" * 8200 + "' or 1=1--"}
+    assert client.request(f"/search.php?t={marker}", method="POST", form=padded).status == 403
+    assert "1028" in rule_ids(audit_entries(host, marker)[0])
+
+
 def test_crs_blocks_alone_when_the_analyzer_does_not_answer(host, client: Client) -> None:
     host.run("systemctl stop mlwaf-analyzer.socket mlwaf-analyzer.service")
     try:

@@ -104,3 +104,13 @@ def test_the_bridge_gives_rules_each_score_as_an_integer_too() -> None:
     assert "setvar tx.mlwaf_score_attack=0.7236" in log
     assert "setvar tx.mlwaf_permille_attack=724" in log, "rules compare integers only"
     assert "setvar tx.mlwaf_permille_profile=0" in log
+
+
+@pytest.mark.skipif(LUA is None, reason="lua5.1 is not installed (make host-deps)")
+def test_the_bridge_says_when_a_limit_kept_part_of_the_request_back() -> None:
+    _, whole = run_bridge("URLENCODED", "q=1")
+    assert "tx.mlwaf_partial" not in whole
+    _, cut = run_bridge("", "x" * 200_000)  # an unparsed body over the bridge's 128 KB
+    assert "setvar tx.mlwaf_partial=1" in cut
+    _, many = run_bridge("XML", xml="`id`<|>" * 1200)  # more pieces than the argument limit
+    assert "setvar tx.mlwaf_partial=1" in many

@@ -233,6 +233,7 @@ def test_crs_blocks_after_the_analyzer_with_the_model_as_second_opinion(tmp_path
         assert f"setvar:'tx.mlwaf_crs_judged=+%{{tx.{category}_score}}'" in rules
     assert "rfi_score}'" not in rules.split("id:1022")[1].split("id:1023")[0], "rfi is not judged by default"
     assert '"@ge 500" "id:1026' in rules
+    assert 'TX:MLWAF_PARTIAL "@eq 1" "id:1028,phase:2,deny' in rules, "a partly read request: CRS alone"
     assert '"@ge 15" "id:1025' in rules
     # the decisions come after END_MLWAF, so a request the analyzer skipped is still decided
     assert rules.index("SecMarker END_MLWAF\n") < rules.index("id:1020") < rules.index("SecMarker END_MLWAF_CRS")

@@ -11,6 +11,8 @@
 --                      answer), milliseconds; the analyzer's own time is in
 --                      its decision log
 --   tx.mlwaf_fallback  set only when the analyzer could not answer (why)
+--   tx.mlwaf_partial   1 when a limit (arguments, headers, value or body size)
+--                      kept part of the request from the analyzer
 -- The rules in /etc/modsecurity/mlwaf.d/ml-analyzer.conf act on them.
 -- Phase 5 (tx.mlwaf_report set by the rules for 4xx and 5xx answers): reports
 -- the response status to the analyzer's behavioural layer, unless the
@@ -27,6 +29,14 @@ local MAX_ARGS = 1000
 local MAX_HEADERS = 100
 local MAX_VALUE = 8192
 local MAX_BODY = 131072
+-- set when a limit above cut something from the message (tx.mlwaf_partial): the rules
+-- then never let the model's score overrule CRS, which read the whole request
+local partial = false
+
+local function cut(text, limit)
+  if #text > limit then partial = true end
+  return string.sub(text, 1, limit)
+end
 
 local function quote(text)
   text = string.gsub(text, '[%c"\\]', function(c)
@@ -48,7 +58,7 @@ local function fallback(reason)
 end
 
 local function arg(source, name, value)
-  return "[" .. quote(source) .. "," .. quote(name) .. "," .. quote(string.sub(value or "", 1, MAX_VALUE)) .. "]"
+  return "[" .. quote(source) .. "," .. quote(name) .. "," .. quote(cut(value or "", MAX_VALUE)) .. "]"
 end
 
 local function short_name(item)
@@ -59,7 +69,7 @@ local function arguments()
   local args, seen = {}, {}
   for _, pair in ipairs(SOURCES) do
     for _, item in ipairs(m.getvars(pair[1], "none") or {}) do
-      if #args >= MAX_ARGS then return args end
+      if #args >= MAX_ARGS then partial = true; return args end
       local key = short_name(item) .. "\0" .. (item.value or "")
       seen[key] = (seen[key] or 0) + 1
       args[#args + 1] = arg(pair[2], short_name(item), item.value)
@@ -67,7 +77,7 @@ local function arguments()
   end
   -- what ARGS holds beyond the query and the form: the JSON body processor's arguments
   for _, item in ipairs(m.getvars("ARGS", "none") or {}) do
-    if #args >= MAX_ARGS then return args end
+    if #args >= MAX_ARGS then partial = true; return args end
     local key = short_name(item) .. "\0" .. (item.value or "")
     if (seen[key] or 0) > 0 then
       seen[key] = seen[key] - 1
@@ -75,7 +85,7 @@ local function arguments()
       args[#args + 1] = arg("json", short_name(item), item.value)
     end
   end
-  local xml = string.sub(m.getvar("tx.mlwaf_xml", "none") or "", 1, MAX_BODY)
+  local xml = cut(m.getvar("tx.mlwaf_xml", "none") or "", MAX_BODY)
   local start = 1
   while start <= #xml and #args < MAX_ARGS do
     local stop = string.find(xml, XML_SEPARATOR, start, true) or (#xml + 1)
@@ -84,26 +94,28 @@ local function arguments()
     if piece ~= "" and not string.find(piece, "^[%w_%.%-]+$") then args[#args + 1] = arg("xml", "", piece) end
     start = stop + #XML_SEPARATOR
   end
+  if start <= #xml then partial = true end
   return args
 end
 
 local function headers()
   local out = {}
   for _, item in ipairs(m.getvars("REQUEST_HEADERS", "none") or {}) do
-    if #out >= MAX_HEADERS then break end
+    if #out >= MAX_HEADERS then partial = true; break end
     local name = string.lower(short_name(item))
     if name ~= "cookie" then  -- read as REQUEST_COOKIES
-      out[#out + 1] = quote(name) .. ":" .. quote(string.sub(item.value or "", 1, MAX_VALUE))
+      out[#out + 1] = quote(name) .. ":" .. quote(cut(item.value or "", MAX_VALUE))
     end
   end
   return out
 end
 
 local function message()
+  partial = false
   -- a body no processor parsed (text/plain, ...): ModSecurity keeps it when rule 1013 asked
   local processor = m.getvar("REQBODY_PROCESSOR", "none") or ""
   local body = processor == "" and (m.getvar("REQUEST_BODY", "none") or "") or ""
-  body = string.sub(body, 1, MAX_BODY)
+  body = cut(body, MAX_BODY)
   return table.concat({
     '{"v":1,"id":', quote(var("UNIQUE_ID")),
     ',"method":', quote(var("REQUEST_METHOD")),
@@ -174,6 +186,7 @@ end
 local function ask()
   local start = now_us()
   local line, err = exchange(message())
+  if partial then m.setvar("tx.mlwaf_partial", "1") end
   if not line then return fallback(err) end
 
   local verdict = string.match(line, '"verdict":"(%a+)"')
