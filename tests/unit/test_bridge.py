@@ -114,3 +114,6 @@ def test_the_bridge_says_when_a_limit_kept_part_of_the_request_back() -> None:
     assert "setvar tx.mlwaf_partial=1" in cut
     _, many = run_bridge("XML", xml="`id`<|>" * 1200)  # more pieces than the argument limit
     assert "setvar tx.mlwaf_partial=1" in many
+    capped = '{"v":1,"verdict":"allow","scores":{"attack":0.01},"anomalies":["json_invalid","inputs_truncated"]}'
+    _, analyzer_cut = run_bridge("URLENCODED", "q=1", reply=capped)
+    assert "setvar tx.mlwaf_partial=1" in analyzer_cut, "the analyzer's own limits count too"

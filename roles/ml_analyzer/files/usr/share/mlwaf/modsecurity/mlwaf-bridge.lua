@@ -11,8 +11,9 @@
 --                      answer), milliseconds; the analyzer's own time is in
 --                      its decision log
 --   tx.mlwaf_fallback  set only when the analyzer could not answer (why)
---   tx.mlwaf_partial   1 when a limit (arguments, headers, value or body size)
---                      kept part of the request from the analyzer
+--   tx.mlwaf_partial   1 when a limit (arguments, headers, value or body size,
+--                      here or in the analyzer) kept part of the request from
+--                      the model
 -- The rules in /etc/modsecurity/mlwaf.d/ml-analyzer.conf act on them.
 -- Phase 5 (tx.mlwaf_report set by the rules for 4xx and 5xx answers): reports
 -- the response status to the analyzer's behavioural layer, unless the
@@ -198,6 +199,11 @@ local function ask()
     m.setvar("tx.mlwaf_retry_after", string.match(line, '"retry_after":(%d+)') or "60")
   end
   m.setvar("tx.mlwaf_verdict", verdict)
+  -- the analyzer's own limits (inputs, JSON depth, body size) count as a cut too
+  local anomalies = string.match(line, '"anomalies":%[([^%]]*)%]') or ""
+  if string.find(anomalies, "truncated", 1, true) or string.find(anomalies, "too_deep", 1, true) then
+    m.setvar("tx.mlwaf_partial", "1")
+  end
   m.setvar("tx.mlwaf_ms", string.format("%.3f", (now_us() - start) / 1000))
   m.setvar("tx.mlwaf_summary", string.match(line, '"summary":"([^"]*)"') or "")
   for name, score in string.gmatch(string.match(line, '"scores":{([^}]*)}') or "", '"([%w_]+)":([%d%.eE+-]+)') do
