@@ -122,8 +122,10 @@ def plain(text: str) -> bool:
     of one character (``...``, ``****``), a media type, or unreplaced ad-server placeholders."""
     if PLAIN.fullmatch(text) or text == text[0] * len(text) or _MEDIA_TYPE.fullmatch(text):
         return True
+    if "$" not in text or "IFS" in text:  # ${IFS} is the shell's space: an evasion, never a placeholder
+        return False
     filler = _MACRO.sub("", text)
-    return filler != text and "IFS" not in text and _MACRO_FILLER.fullmatch(filler) is not None
+    return filler != text and _MACRO_FILLER.fullmatch(filler) is not None
 
 
 def plain_path(path: str) -> bool:
