@@ -5,7 +5,8 @@ HTML encoding and fold case, so variants that only change those teach the
 model nothing. These survive normalisation and are what real evasion looks
 like: a second layer of encoding, SQL comments and odd whitespace between
 tokens, JavaScript escapes, and the attack planted behind and inside ordinary
-text (a search phrase, a name, a sentence), a script sent into a JavaScript
+text (a search phrase, a name, a sentence) or behind a real benign value
+(a User-Agent, a title), a script sent into a JavaScript
 context without its markup, its calls written the other ways JavaScript
 allows, and a file path in the other forms a server
 accepts (absolute, the other separator, drive-relative). Deterministic for a
@@ -45,6 +46,16 @@ def js_escape(text: str, rng: random.Random) -> str:
 def planted(text: str, rng: random.Random) -> str:
     """The attack behind (and sometimes before) ordinary text, as it arrives in a real field."""
     return rng.choice(_PREFIXES) + text + rng.choice(_SUFFIXES)
+
+
+_JOINS = (" ", "", ";", ",", "'")
+_VALUE_LENGTHS = range(8, 241)  # benign values long enough to hide behind, short enough to leave room
+
+
+def behind_value(text: str, rng: random.Random, values: list[str]) -> str:
+    """The attack appended to a real benign value (a User-Agent, a title, a URL): what a
+    model that reads only the start of a value, or weighs the ordinary part, lets through."""
+    return rng.choice(values) + rng.choice(_JOINS) + text
 
 
 _SCRIPTS = (
@@ -112,11 +123,13 @@ _BY_FAMILY = {
 def variants(samples: list[Sample], share: float, seed: int) -> list[Sample]:
     """One variant for about ``share`` of the attack samples (never for benign ones)."""
     rng = random.Random(seed)
+    values = [s.text for s in samples if s.family == "benign" and len(s.text) in _VALUE_LENGTHS]
     out = []
     for sample in samples:
         makers = _BY_FAMILY.get(sample.family)
         if makers and rng.random() < share:
-            text = rng.choice(makers)(sample.text, rng)
+            maker = rng.choice((*makers, behind_value) if values else makers)
+            text = maker(sample.text, rng, values) if maker is behind_value else maker(sample.text, rng)
             if text != sample.text:
                 out.append(Sample(text, sample.family, f"{sample.source}+augmented"))
     return out

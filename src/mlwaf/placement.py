@@ -2,10 +2,11 @@
 
 ``placed(payload)`` gives, for every part in ``PARTS``, a request in the
 ``mlwaf score`` input contract that carries the payload there: an argument's
-value (the reference), an argument's name, a cookie's value and name, a
-header, the Referer's query, a JSON field, an XML element's text and
-attribute, a path segment and a text/plain body. Each part is encoded the way
-a client has to send it there (percent-encoded in a URL or a cookie, escaped
+value (the reference), the same value behind ordinary text, an argument's
+name, a cookie's value and name, a header, a browser's User-Agent with the
+payload after it, the Referer's query, a JSON field, an XML element's text
+and attribute, a path segment and a text/plain body. Each part is encoded the
+way a client has to send it there (percent-encoded in a URL or a cookie, escaped
 in JSON and XML, on one line in a header), so that detection per part shows
 what the analyzer's reading of that part costs.
 """
@@ -17,7 +18,9 @@ import urllib.parse
 from collections.abc import Callable
 from xml.sax.saxutils import escape, quoteattr
 
-_BROWSER = {"user-agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"}
+_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+_BROWSER = {"user-agent": _AGENT}
+_ORDINARY = "blue cotton shirt size M "  # what a real search box already holds
 
 
 def _url(text: str) -> str:
@@ -35,9 +38,11 @@ def _post(content_type: str, body: str) -> dict:
 
 PARTS: dict[str, Callable[[str], dict]] = {
     "value": lambda p: {"path": f"/search?q={_url(p)}&page=1", "headers": _BROWSER},
+    "appended": lambda p: {"path": f"/search?q={_url(_ORDINARY + p)}&page=1", "headers": _BROWSER},
     "name": lambda p: {"path": f"/search?{_url(p)}=1&page=1", "headers": _BROWSER},
     "cookie": lambda p: {"path": "/account", "headers": {**_BROWSER, "cookie": f"sid=4f2a9c; pref={_url(p)}"}},
     "cookie-name": lambda p: {"path": "/account", "headers": {**_BROWSER, "cookie": f"sid=4f2a9c; {_url(p)}=1"}},
+    "user-agent": lambda p: {"path": "/account", "headers": {"user-agent": f"{_AGENT} {_line(p)}"}},
     "header": lambda p: {"path": "/account", "headers": {**_BROWSER, "x-client-note": _line(p)}},
     "referer": lambda p: {
         "path": "/account",

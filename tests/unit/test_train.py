@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlwaf.augment import js_call, other_path, script_only, variants
+from mlwaf.augment import behind_value, js_call, other_path, script_only, variants
 from mlwaf.datasets import (
     FAMILIES,
     Sample,
@@ -42,6 +42,18 @@ def test_variants_are_deterministic_attack_only_and_survive_normalisation() -> N
     originals = {normalise(t) for t in ATTACKS}
     assert any(normalise(s.text) not in originals for s in first)
     assert variants(samples, 0.0, 3) == []
+
+
+def test_attacks_are_appended_to_real_benign_values_long_enough_to_hide_behind() -> None:
+    agent = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+    rng = random.Random(2)
+    text = behind_value("' or 1=1--", rng, [agent])
+    assert text.startswith(agent)
+    assert text.endswith("' or 1=1--")
+    samples = [Sample(t, "sqli", "lists") for t in ATTACKS * 40] + [Sample(agent, "benign", "b")]
+    assert any(s.text.startswith(agent) for s in variants(samples, 1.0, 3))
+    short_only = [Sample(t, "sqli", "lists") for t in ATTACKS * 40] + [Sample("hi", "benign", "b")]
+    assert not any(s.text.startswith("hi") for s in variants(short_only, 1.0, 3))  # too short to hide behind
 
 
 @pytest.mark.parametrize(
