@@ -102,7 +102,7 @@ def run_stacks(
             count = sum(len(batch) for batch in items.values())
             print(
                 f"{name}: converged in {took:.0f} s, {count} requests in {time.monotonic() - started:.0f} s, "
-                f"{fallbacks[name]} passed unscored (analyzer fallbacks)"
+                f"{fallbacks[name]} not scored by the model (analyzer fallbacks)"
             )
     finally:
         bench.converge(args.scenario, {}, log)
@@ -138,7 +138,7 @@ def main() -> int:
     summary: dict[str, object] = {"model": model.version, "stacks": STACKS, "fallbacks": fallbacks}
     report = [
         f"Model {model.version}; appliance stacks: {', '.join(STACKS)} (a 403 is a block). "
-        f"Requests the analyzer did not answer in time (passed unscored): {fallbacks}.\n"
+        f"Requests the analyzer did not answer in time (fallbacks): {fallbacks}.\n"
     ]
     goals: list[targets.Target] = []
     for unit, items, picture in (

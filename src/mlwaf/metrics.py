@@ -37,6 +37,7 @@ SCALARS = (
     "ms_sum",
     "status_reports",
     "abandoned",
+    "late",
     "gc_s",
     "gc_longest_s",
     "fallbacks",
@@ -55,6 +56,12 @@ WORKER_FAMILIES = (
         "mlwaf_abandoned_requests",
         "Requests not analysed because the bridge had given up on them (its timeout) before a worker took them up",
         "abandoned",
+    ),
+    (
+        "sum",
+        "mlwaf_late_replies",
+        "Requests analysed after the bridge had given up on them (its timeout): Apache took its fallback path",
+        "late",
     ),
     (
         "sum",
@@ -135,6 +142,9 @@ class Metrics:
 
     def abandoned(self) -> None:
         self._add(self.scalar("abandoned"))
+
+    def late(self) -> None:
+        self._add(self.scalar("late"))
 
     def watch_collector(self) -> None:
         """Time every garbage collection of this process (a worker): total and longest."""

@@ -133,9 +133,13 @@ class AttackModel:
             for row in windows(value):
                 rows.append(row)
                 owner.append(index)
+        # A window seen before in this batch (filler repeated through a long value) is read once.
+        first_of: dict[bytes, int] = {}
+        same = [first_of.setdefault(row.tobytes(), number) for number, row in enumerate(rows)]
         by_length: dict[int, list[int]] = {}
         for number, row in enumerate(rows):
-            by_length.setdefault(fit_length(max(row.size, 1)), []).append(number)
+            if same[number] == number:
+                by_length.setdefault(fit_length(max(row.size, 1)), []).append(number)
         row_probs = np.empty((len(rows), len(self.classes)), dtype=np.float32)
         for length, members in by_length.items():
             start = 0
@@ -147,6 +151,8 @@ class AttackModel:
                     batch[slot, : rows[number].size] = rows[number]
                 row_probs[chunk] = self.backend(batch)[: len(chunk)]
                 start += count
+        if len(first_of) < len(rows):
+            row_probs = row_probs[same]
         if len(rows) == len(values):
             return row_probs
         # Several windows per value: keep each value's window with the lowest P(benign).

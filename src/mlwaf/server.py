@@ -93,14 +93,18 @@ def handle_line(analyzer: Analyzer, line: bytes) -> tuple[Reply, Request | None]
     return safe_analyze(analyzer, request, started), request
 
 
-def witness_line(analyzer: Analyzer, line: bytes) -> None:
-    """Hand a line the bridge gave up on to the behavioural layer (Analyzer.witness); never raises."""
+def witness_line(analyzer: Analyzer, line: bytes) -> Request | None:
+    """Hand a line the bridge gave up on to the behavioural layer (Analyzer.witness); the
+    request it carried (None for a bad line); never raises."""
     try:
-        analyzer.witness(parse_request(line, analyzer.settings.limits))
+        request = parse_request(line, analyzer.settings.limits)
     except ProtocolError:
-        pass  # nothing to count, and nobody waiting for the error
+        return None  # nothing to count, and nobody waiting for the error
+    try:
+        analyzer.witness(request)
     except Exception as exc:  # as in safe_analyze: a bug here must not take a worker down
         log(f"mlwaf: error while counting an abandoned request: {exc!r}")
+    return request
 
 
 def safe_analyze(analyzer: Analyzer, request: Request, started: float | None = None, now: float | None = None) -> Reply:
@@ -115,6 +119,7 @@ def safe_analyze(analyzer: Analyzer, request: Request, started: float | None = N
 
 
 LOGGED_VALUE_CHARS = 1000
+LATE, ABANDONED = "late", "abandoned"  # why the bridge never read a reply (decision log: "unanswered")
 
 
 class AppendFile:
@@ -158,14 +163,22 @@ class DecisionLog(AppendFile):
         self.name_client = name_client  # the behavioural layer's hashing, when clients are to be named by a hash
         super().__init__(path, "decision log")
 
-    def write(self, reply: Reply, request: Request | None) -> None:
-        """Log a decision: every block, log and error; allows only when asked to."""
-        if self.fd < 0 or (reply.verdict == "allow" and not reply.error and not self.log_allowed):
+    def write(self, reply: Reply, request: Request | None, unanswered: str = "") -> None:
+        """Log a decision: every block, log and error; allows only when asked to. A request
+        Apache stopped waiting for (``unanswered``: "late", scored after the bridge's timeout,
+        or "abandoned", not scored) is always logged, so that its id joins the line
+        ``ml_fallback.log`` has for it (which path Apache took) with what the model said."""
+        quiet = reply.verdict == "allow" and not reply.error and not unanswered
+        if self.fd < 0 or (quiet and not self.log_allowed):
             return
         record: dict[str, object] = {"ts": round(time.time(), 3)}
         if request is not None:
             record.update(client_ip=self.name_client(request.client_ip), method=request.method, path=request.path[:512])
         record.update(reply.as_dict())
+        if unanswered:
+            record["unanswered"] = unanswered
+            if unanswered == ABANDONED:
+                record["verdict"] = "unscored"
         if self.log_values:
             # The inputs behind the verdict, so that `mlwaf feedback` can turn an
             # operator's judgement into training data (LOGGED_VALUE_CHARS at most each).
@@ -182,7 +195,9 @@ class ObservationLog(AppendFile):
     def __init__(self, path: str) -> None:
         super().__init__(path, "profile observations")
 
-    def write(self, reply: Reply, request: Request | None) -> None:
+    def write(self, reply: Reply, request: Request | None, unanswered: str = "") -> None:
+        if unanswered == ABANDONED:
+            return  # not scored: nothing says it was allowed on its merits
         if self.fd >= 0 and request is not None and reply.verdict == "allow" and not (reply.error or reply.note):
             self.append(observe(request).as_dict())
 
@@ -224,6 +239,31 @@ def shared_tracker(analyzer: Analyzer) -> FallbackTracker | None:
     return tracker
 
 
+def answer(conn: socket.socket, analyzer: Analyzer, metrics: Metrics) -> tuple[Reply, Request | None, str] | None:
+    """Read one message and answer it: the reply, the request and, if the bridge never read
+    the reply, why (LATE or ABANDONED); None when there is nothing to log."""
+    try:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _READ_TIMEOUT)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _READ_TIMEOUT)
+        line = read_line(conn)
+    except OSError:
+        return None  # the client went away before it had sent its message
+    if not line.strip():
+        return None
+    if hung_up(conn):
+        metrics.abandoned()
+        request = witness_line(analyzer, line)
+        if request is None or request.reported_status:
+            return None
+        return Reply(verdict="allow", id=request.id), request, ABANDONED
+    reply, request = handle_line(analyzer, line)
+    try:
+        conn.sendall(reply.encode())
+    except OSError:  # the bridge gave up meanwhile (its timeout): Apache took its fallback path
+        return reply, request, LATE
+    return reply, request, ""
+
+
 def worker(
     listener: socket.socket, analyzer: Analyzer, logs: list[DecisionLog | ObservationLog], metrics: Metrics, slot: int
 ) -> None:
@@ -246,20 +286,10 @@ def worker(
         except InterruptedError:
             continue
         with conn:
-            try:
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _READ_TIMEOUT)
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _READ_TIMEOUT)
-                line = read_line(conn)
-                if not line.strip():
-                    continue
-                if hung_up(conn):
-                    metrics.abandoned()
-                    witness_line(analyzer, line)
-                    continue
-                reply, request = handle_line(analyzer, line)
-                conn.sendall(reply.encode())
-            except OSError:
-                continue  # the client gave up (timeout on its side) or went away
+            served = answer(conn, analyzer, metrics)
+        if served is None:
+            continue
+        reply, request, unanswered = served
         if reopen:
             reopen = False
             for sink in logs:
@@ -267,7 +297,11 @@ def worker(
         if request is not None and request.id.startswith(CANARY_PREFIX):
             continue
         for sink in logs:
-            sink.write(reply, request)
+            sink.write(reply, request, unanswered)
+        if unanswered == ABANDONED:
+            continue
+        if unanswered:
+            metrics.late()
         if request is None and not reply.error:
             metrics.status_report()
         else:

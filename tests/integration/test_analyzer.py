@@ -181,16 +181,78 @@ def test_offline_score_agrees_with_the_daemon(host) -> None:
     assert json.loads(online)["scores"]["attack"] == out["attack"]["scores"]["attack"]
 
 
-def test_fail_open_when_the_analyzer_is_stopped(host, client: Client) -> None:
+def test_degraded_checks_when_the_analyzer_is_stopped(host, client: Client) -> None:
     host.run("systemctl stop mlwaf-analyzer.socket mlwaf-analyzer.service")
     try:
-        marker = uuid.uuid4().hex
-        answer = client.request(f"/search.php?t={marker}&q={ML_ONLY_ATTACK}")
-        assert answer.status == 200, "fail-open: the request passes"
-        assert log_lines(host, "/var/log/apache2/ml_fallback.log", marker), "the fallback is logged"
-        assert "1006" in rule_ids(audit_entries(host, marker)[0])
+        attack, benign = uuid.uuid4().hex, uuid.uuid4().hex
+        assert client.request(f"/search.php?t={attack}&q={ML_ONLY_ATTACK}").status == 403, "caught in-process"
+        assert client.request(f"/search.php?t={benign}&q=blue+cotton+shirt").status == 200, "benign passes"
+        caught, passed = (log_lines(host, "/var/log/apache2/ml_fallback.log", m) for m in (attack, benign))
+        assert caught, "the fallback is logged"
+        assert caught[0].endswith("fail-degraded, check: cmdi"), caught
+        assert passed, "the fallback is logged"
+        assert passed[0].endswith("fail-degraded, check: -"), passed
+        assert "1033" in rule_ids(audit_entries(host, attack)[0])
+        assert "1035" in rule_ids(audit_entries(host, benign)[0])
     finally:
         host.run("systemctl start mlwaf-analyzer.socket mlwaf-analyzer.service")
+
+
+@pytest.fixture(params=[("closed", 503, "1007"), ("open", 200, "1006")], ids=["closed", "open"])
+def fail_mode(host, request):
+    """Converge with another ml_analyzer_fail_mode and stop the analyzer; restore both after."""
+    mode = request.param[0]
+    converge(host.backend.host, "--tags", "ml_analyzer_configure", "-e", json.dumps({"ml_analyzer_fail_mode": mode}))
+    host.run("systemctl stop mlwaf-analyzer.socket mlwaf-analyzer.service")
+    yield request.param
+    host.run("systemctl start mlwaf-analyzer.socket mlwaf-analyzer.service")
+    converge(host.backend.host, "--tags", "ml_analyzer_configure")
+
+
+def test_fail_closed_and_fail_open(host, client: Client, fail_mode) -> None:
+    mode, status, rule = fail_mode
+    marker = uuid.uuid4().hex
+    assert client.request(f"/search.php?t={marker}&q={ML_ONLY_ATTACK}").status == status
+    lines = log_lines(host, "/var/log/apache2/ml_fallback.log", marker)
+    assert lines, "the fallback is logged"
+    assert f"fail-{mode}, check: -" in lines[0]
+    assert rule in rule_ids(audit_entries(host, marker)[0])
+
+
+def test_a_value_past_the_bridge_limit_is_checked_in_process(host, client: Client) -> None:
+    # The bridge sends a value's first 8,192 characters: the rest is checked in-process.
+    marker = uuid.uuid4().hex
+    answer = client.request(f"/search.php?t={marker}", method="POST", form={"q": "a" * 9000 + ";id"})
+    assert answer.status == 403
+    assert "1033" in rule_ids(audit_entries(host, marker)[0])
+
+
+def attacks_through(host, action: str, count: int = 2000) -> tuple[list[str], list[str]]:
+    """``count`` ML-only attacks from 8 parallel clients while ``action`` runs on the analyzer;
+    the statuses they got and the fallback log's lines for them."""
+    marker = uuid.uuid4().hex
+    url = f"http://127.0.0.1/search.php?t={marker}-{{}}&q={ML_ONLY_ATTACK}"
+    script = (
+        f"seq 1 {count} | xargs -P 8 -I{{}} curl -s -o /dev/null -w '%{{http_code}} ' '{url}' > /tmp/{marker} &"
+        f" sleep 0.3; {action}; wait; cat /tmp/{marker}; rm -f /tmp/{marker}"
+    )
+    statuses = host.run(f"bash -c {shlex.quote(script)}").stdout.split()
+    return statuses, log_lines(host, "/var/log/apache2/ml_fallback.log", marker)
+
+
+@pytest.mark.parametrize(
+    "action",
+    ["systemctl restart mlwaf-analyzer.service", "systemctl kill --signal=KILL mlwaf-analyzer.service"],
+    ids=["restart", "kill"],
+)
+def test_no_attack_passes_while_the_analyzer_restarts(host, action: str) -> None:
+    statuses, fallbacks = attacks_through(host, action)
+    assert len(statuses) == 2000
+    assert set(statuses) == {"403"}, "scored, or caught by the degraded checks"
+    assert not [line for line in fallbacks if "fail-open" in line]
+    # the socket outlives the service: connections wait in its queue, none is refused
+    assert not [line for line in fallbacks if "connect" in line], fallbacks[:3]
+    assert wait_until(lambda: host.run("/opt/mlwaf/venv/bin/mlwaf query --timeout 2 /index.php").rc == 0)
 
 
 def test_killed_analyzer_comes_back(host, client: Client) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from mlwaf.cli import main
 from mlwaf.datasets import DatasetError, extra_samples
-from mlwaf.features import SHAPES, WINDOW
+from mlwaf.features import SHAPES, WINDOW, fit_length, windows
 from mlwaf.model import RUNTIMES, AttackModel, ModelError, load_model, sha256_file
 
 MODELS = Path(__file__).resolve().parents[2] / "files" / "models"
@@ -61,6 +61,24 @@ def test_an_attack_deep_inside_a_long_value_is_found() -> None:
     scores, families = model.score([padding, padding + "<script>alert(document.cookie)</script>" + padding])
     assert scores[0] < model.thresholds["block"] <= scores[1]
     assert families[1] == "xss"
+
+
+def padded(row: np.ndarray) -> np.ndarray:
+    batch = np.zeros((1, fit_length(row.size)), dtype=np.int32)
+    batch[0, : row.size] = row
+    return batch
+
+
+def test_repeated_windows_are_read_once_and_score_the_same() -> None:
+    model = load_model(MODELS / "attack.json", "litert-float")
+    calls: list[int] = []
+    backend = model.backend
+    model.backend = lambda batch: calls.append(len(batch)) or backend(batch)
+    filler = "a" * (WINDOW * 20) + ";id"
+    repeated = model.probabilities([filler, "b" * (WINDOW * 3)])
+    assert sum(calls) <= 6, "twenty identical windows of filler are not read twenty times"
+    read_apart = np.array([backend(padded(row))[0] for row in windows(filler)])
+    assert np.abs(repeated[0] - read_apart[read_apart[:, model._benign].argmin()]).max() < 1e-5
 
 
 def test_shipped_model_separates_attacks_from_ordinary_values() -> None:

@@ -332,7 +332,16 @@ def test_unanswered_requests(tmp_path: Path) -> None:
     entry = parse_fallback(line)
     assert entry is not None
     assert (entry.ts, entry.client, entry.status, entry.reason) == (NOW - 5, "192.0.2.4", 200, "timeout")
+    assert entry.outcome == "open"
     assert parse_fallback(line.replace("fail-open", "fail-sideways")) is None
+    for tail, outcome in (
+        ("fail-degraded, check: cmdi", "degraded-caught"),
+        ("fail-degraded, check: -", "degraded-passed"),
+        ("fail-closed, check: -", "closed"),
+    ):
+        parsed = parse_fallback(line.replace("fail-open", tail))
+        assert parsed is not None
+        assert parsed.outcome == outcome
     assert parse_fallback(line.replace(when, "2026-13-45 99:00:00")) is None
     settings = MonitoringSettings(logs=Logs(
         access_log=str(tmp_path / "a"), performance_log=str(tmp_path / "p"), decision_log=str(tmp_path / "d"),

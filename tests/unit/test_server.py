@@ -24,8 +24,8 @@ from mlwaf.metrics import Metrics
 from mlwaf.ops.canary import run_canaries
 from mlwaf.ops.health import check, scrape
 from mlwaf.ops.settings import Alerts, MonitoringSettings, Services
-from mlwaf.protocol import VERDICTS
-from mlwaf.server import freeze_heap, handle_line, hung_up
+from mlwaf.protocol import VERDICTS, Reply
+from mlwaf.server import DecisionLog, freeze_heap, handle_line, hung_up
 
 MODEL = Path(__file__).resolve().parents[2] / "files" / "models" / "attack.json"
 ATTACK = {"v": 1, "id": "r1", "path": "/s", "args": [["query", "q", "1 union select password from users--"]]}
@@ -280,6 +280,21 @@ def test_the_loaded_heap_is_kept_out_of_collections() -> None:
         gc.unfreeze()
 
 
+def test_a_late_reply_is_logged_whatever_its_verdict(tmp_path: Path) -> None:
+    """A reply the bridge never read (it had given up): Apache took its fallback path, so the
+    decision log keeps what the model said, allow included, for ml_fallback.log's line to join."""
+    path = tmp_path / "decisions.jsonl"
+    log = DecisionLog(str(path), log_allowed=False)
+    allowed = Reply(verdict="allow", id="on-time")
+    log.write(allowed, None)
+    log.write(Reply(verdict="allow", id="slow"), None, "late")
+    log.write(Reply(verdict="block", id="slow-attack"), None, "late")
+    records = {r["id"]: r for r in map(json.loads, path.read_text().splitlines())}
+    assert set(records) == {"slow", "slow-attack"}
+    assert records["slow"]["unanswered"] == records["slow-attack"]["unanswered"] == "late"
+    assert records["slow-attack"]["verdict"] == "block"
+
+
 def test_hung_up_tells_a_closed_client_from_one_that_only_finished_sending() -> None:
     for ending, gone in (("close", True), ("half-close", False), ("stay", False)):
         server, client = socket.socketpair()
@@ -309,7 +324,8 @@ def test_requests_the_bridge_gave_up_on_are_not_analysed(daemon) -> None:
     blocked, dropped = 'mlwaf_requests_total{verdict="block"}', "mlwaf_abandoned_requests_total"
     after = scrape_until(port, lambda m: m[blocked] > before[blocked] and m[dropped] > before[dropped])
     assert '"after"' in log.read_text()  # logged before it is counted
-    assert '"abandoned"' not in log.read_text()
+    (record,) = [r for r in map(json.loads, log.read_text().splitlines()) if r["id"] == "abandoned"]
+    assert (record["verdict"], record["unanswered"], record["path"]) == ("unscored", "abandoned", "/s")
     assert after[dropped] - before[dropped] == 1
     assert after[blocked] - before[blocked] == 1
 

@@ -26,9 +26,11 @@ _QUOTED = r'"((?:[^"\\]|\\.)*)"'
 # the verdict field is empty, not "-", when the bridge fell back (the rule sets the variable to nothing)
 ACCESS = re.compile(rf"^(\S+) \S+ \S+ \[([^\]]+)\] {_QUOTED} (\d{{3}}) (\S+) {_QUOTED} {_QUOTED} (\d+)(?: (\S*))?$")
 BLOCK_STATUSES = (403, 429, 503)
-# ml_fallback.log: [%Y-%m-%d %H:%M:%S] UNIQUE_ID %a "%r" %>s analyzer unavailable: <why>, fail-open|closed
+# ml_fallback.log: [%Y-%m-%d %H:%M:%S] UNIQUE_ID %a "%r" %>s analyzer unavailable: <why>,
+# fail-degraded|closed|open[, check: <family the degraded checks caught, or ->]
 FALLBACK = re.compile(
-    rf"^\[([\d-]+ [\d:]+)\] \S+ (\S+) {_QUOTED} (\d{{3}}) analyzer unavailable: (.*), fail-(?:open|closed)$"
+    rf"^\[([\d-]+ [\d:]+)\] \S+ (\S+) {_QUOTED} (\d{{3}}) analyzer unavailable: (.*), "
+    r"fail-(degraded|closed|open)(?:, check: (\S+))?$"
 )
 
 
@@ -100,18 +102,27 @@ class Unanswered:
     client: str
     status: int
     reason: str
+    path: str = "open"  # fail-degraded, fail-closed or fail-open
+    caught: str = ""  # the family the degraded checks caught, if any
+
+    @property
+    def outcome(self) -> str:
+        """degraded-caught, degraded-passed, closed or open."""
+        if self.path == "degraded":
+            return "degraded-caught" if self.caught else "degraded-passed"
+        return self.path
 
 
 def parse_fallback(line: str) -> Unanswered | None:
     match = FALLBACK.match(line.rstrip("\n"))
     if not match:
         return None
-    when, client, _request, status, reason = match.groups()
+    when, client, _request, status, reason, path, caught = match.groups()
     try:
         ts = datetime.strptime(when, "%Y-%m-%d %H:%M:%S").timestamp()  # Apache writes local time
     except ValueError:
         return None
-    return Unanswered(ts, client, int(status), reason)
+    return Unanswered(ts, client, int(status), reason, path, "" if caught in (None, "-") else caught)
 
 
 def parse_access(line: str) -> Access | None:

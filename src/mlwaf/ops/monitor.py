@@ -87,7 +87,8 @@ def snapshot(
         "flagged": sum(1 for d in decisions if d.verdict == "log"),
         "latency_ms": _percentiles([a.ms for a in access]),
         "ml_ms": {**_percentiles([t.ms for t in timings]), "scored": len(timings)},
-        "unanswered": len(unanswered),  # the analyzer did not answer in time: fail-open or fail-closed
+        "unanswered": len(unanswered),  # the analyzer did not answer in time
+        "unanswered_by_outcome": dict(sorted(Counter(u.outcome for u in unanswered).items())),
         "top_families": Counter(f"{d.model}/{d.family}" for d in decisions if d.reasons).most_common(TOP),
         "top_blocked_clients": Counter(a.client for a in access if a.blocked_by).most_common(TOP),
         "recent_decisions": [
@@ -116,7 +117,9 @@ def render(view: dict) -> str:
         f"flagged    {view['flagged']} (logged, passed)",
         f"latency    p50 {lat['p50']:.1f} ms  p95 {lat['p95']:.1f} ms  p99 {lat['p99']:.1f} ms (Apache, %D)",
         f"ML time    p50 {ml['p50']:.2f} ms  p95 {ml['p95']:.2f} ms  p99 {ml['p99']:.2f} ms "
-        f"({ml['scored']} scored, bridge round trip; {view['unanswered']} unanswered)",
+        f"({ml['scored']} scored, bridge round trip; {view['unanswered']} unanswered"
+        + "".join(f", {k} {v}" for k, v in view["unanswered_by_outcome"].items())
+        + ")",
         "top families     " + (", ".join(f"{f} {n}" for f, n in view["top_families"]) or "-"),
         "top blocked      " + (", ".join(f"{c} {n}" for c, n in view["top_blocked_clients"]) or "-"),
         "recent decisions" + ("" if view["recent_decisions"] else "  -"),
