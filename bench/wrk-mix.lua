@@ -6,6 +6,13 @@
 --
 --   MLWAF_BENCH_ATTACK_PCT=5 wrk -t2 -c200 -d10s -s bench/wrk-mix.lua http://127.0.0.1/
 --
+-- MLWAF_BENCH_ML_ONLY_PCT percent more are attacks that CRS PL1 misses and only the
+-- model (or the degraded checks) can stop: GET /search.php?probe=ml-only&q=..., and
+-- MLWAF_BENCH_PADDED_PCT percent of all requests (taken from those) carry about
+-- 120 KB of filler in a form body as well (probe=ml-only-padded), which once made
+-- the analyzer miss its deadline. The probe argument lets the access log tell them
+-- apart: `make bench` counts every one of them not answered 403 as passed.
+--
 -- At the end one JSON line on stdout: requests, seconds, errors, status
 -- classes and latency percentiles (milliseconds).
 
@@ -25,6 +32,10 @@ local attacks = {
   "../../../../etc/passwd",
   "....//....//etc/shadow",
 }
+
+-- shell commands CRS PL1 lets through (rules 932xxx want a known command after the separator)
+local ml_only_attacks = { ";id", "`id`", "|id", "\nid" }
+local filler = "filler=" .. string.rep("lorem ipsum dolor sit amet consectetur ", 3000)
 
 local function urlencode(text)
   return (string.gsub(text, "[^%w%-%._~]", function(c)
@@ -62,6 +73,14 @@ local function api_call(value, i, token)
   return wrk.format("POST", "/api.php", json_headers, body)
 end
 
+local function ml_only(value)
+  return wrk.format("GET", "/search.php?probe=ml-only&q=" .. urlencode(value))
+end
+
+local function ml_only_padded(value)
+  return wrk.format("POST", "/search.php?probe=ml-only-padded&q=" .. urlencode(value), form_headers, filler)
+end
+
 local kinds = { static_page, form_post, api_call }
 local plan = {}
 
@@ -71,14 +90,23 @@ function init(args)
   thread_id = thread_id or 0
   local pct = tonumber(os.getenv("MLWAF_BENCH_ATTACK_PCT") or "0") or 0
   local cycle = 600
-  local every = pct > 0 and math.floor(100 / pct + 0.5) or 0
+  local function every(name)
+    local share = tonumber(os.getenv(name) or "0") or 0
+    return share > 0 and math.floor(100 / share + 0.5) or 0
+  end
+  local attack_every = pct > 0 and math.floor(100 / pct + 0.5) or 0
+  local ml_only_every, padded_every = every("MLWAF_BENCH_ML_ONLY_PCT"), every("MLWAF_BENCH_PADDED_PCT")
   local attack_no = 0
   for i = 1, cycle do
     local kind = kinds[(i % #kinds) + 1]
     local value = nil
-    if every > 0 and i % every == 0 then
+    if attack_every > 0 and i % attack_every == 0 then
       attack_no = attack_no + 1
       value = attacks[(attack_no % #attacks) + 1]
+    elseif ml_only_every > 0 and i % ml_only_every == 1 then
+      attack_no = attack_no + 1
+      value = ml_only_attacks[(attack_no % #ml_only_attacks) + 1]
+      kind = (padded_every > 0 and i % padded_every == 1) and ml_only_padded or ml_only
     end
     plan[i] = { kind, value, i }
   end

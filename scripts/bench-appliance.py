@@ -15,7 +15,15 @@ what is measured is what the roles deploy:
 
 wrk (on this machine, over loopback) sends the request mix of
 bench/wrk-mix.lua: a static page, a login form POST and a JSON API call in
-equal shares, first benign only, then with 5% attacks. Per run: requests/s,
+equal shares, first benign only, then with 5% attacks. The stacks with the
+analyzer run two more mixes: saturation (four times the connections, 5%
+attacks that only the model or the degraded checks stop, 1% of all requests
+padded with 120 KB of filler) and restart (the same attacks plus 5% that CRS
+knows, while the analyzer is restarted and then killed with SIGKILL mid-run).
+Per ML run: ml_fallbacks (requests the analyzer did not answer in time),
+ml_degraded (of those, checked in-process), ml_blind (passed unchecked: the
+fail-open path) and ml_only_attacks_passed (model-only attacks not answered
+403), from the test host's ml_fallback.log and access log. Per run: requests/s,
 latency p50/p95/p99 (wrk), CPU milliseconds per request (all of this
 machine's busy CPU time during the run minus wrk's own, per request), where
 the analyzer runs, the bridge's round trip to it as Apache saw it (from
@@ -35,17 +43,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from mlwaf.ops.logs import percentile  # the project's venv runs this script
+from mlwaf.ops.logs import parse_access, parse_fallback, percentile  # the project's venv runs this script
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 PERF_LOG = "/var/log/apache2/ml_performance.log"
 FALLBACK_LOG = "/var/log/apache2/ml_fallback.log"
+ACCESS_LOG = "/var/log/apache2/waf_access.log"
 
 STACKS: dict[str, tuple[str, dict[str, object]]] = {
     "apache": ("Apache alone", {"modsecurity_module_enabled": False}),
@@ -54,7 +65,26 @@ STACKS: dict[str, tuple[str, dict[str, object]]] = {
     "ml": ("ML without CRS", {"modsecurity_crs_enabled": False}),
     "crs_ml": ("+ CRS PL1 + ML", {}),
 }
-MIXES = {"benign": 0, "attack5": 5}
+ML_STACKS = ("ml", "crs_ml")
+
+
+@dataclass(frozen=True)
+class Mix:
+    attack_pct: int = 0  # attacks CRS knows
+    ml_only_pct: int = 0  # attacks only the model (or the degraded checks) stops
+    padded_pct: int = 0  # of all requests, ML-only attacks behind 120 KB of filler
+    connections: int = 1  # times --connections
+    restart: bool = False  # restart the analyzer a third of the way in, kill -9 it at two thirds
+    ml_only: bool = False  # run on the ML stacks only
+
+
+MIXES = {
+    "benign": Mix(),
+    "attack5": Mix(attack_pct=5),
+    "saturation": Mix(ml_only_pct=5, padded_pct=1, connections=4, ml_only=True),
+    "restart": Mix(attack_pct=5, ml_only_pct=5, padded_pct=1, restart=True, ml_only=True),
+}
+RESTARTS = ("systemctl restart mlwaf-analyzer.service", "systemctl kill --signal=KILL mlwaf-analyzer.service")
 
 
 class BenchError(Exception):
@@ -132,10 +162,16 @@ def cpu_split(before: dict[str, float], after: dict[str, float], busy: float) ->
     return split
 
 
-def wrk(args: argparse.Namespace, attack_pct: int, seconds: float) -> dict[str, float]:
+def wrk(args: argparse.Namespace, mix: Mix, seconds: float) -> dict[str, float]:
     """One wrk run; returns its JSON summary plus cpu_ms_per_req."""
-    env = {**os.environ, "MLWAF_BENCH_ATTACK_PCT": str(attack_pct)}
-    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s", "--timeout", "5s"]
+    env = {
+        **os.environ,
+        "MLWAF_BENCH_ATTACK_PCT": str(mix.attack_pct),
+        "MLWAF_BENCH_ML_ONLY_PCT": str(mix.ml_only_pct),
+        "MLWAF_BENCH_PADDED_PCT": str(mix.padded_pct),
+    }
+    connections = args.connections * mix.connections
+    command = ["wrk", f"-t{args.threads}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s"]
     command += ["-H", f"Host: {args.host}", "-s", str(BENCH / "wrk-mix.lua"), args.url]
     (busy_before, steal_before), commands = cpu_seconds(), cpu_by_command()
     started = time.monotonic()
@@ -174,16 +210,62 @@ def log_size(target: Host, path: str) -> int:
     return int(target.run(f"stat -c %s {path} 2>/dev/null || echo 0").strip())
 
 
-def bench_stack(target: Host, args: argparse.Namespace) -> list[dict[str, object]]:
-    wrk(args, 0, 2)  # warm up caches, PHP and the analyzer
+class Restarts:
+    """The restart mix's actions on the analyzer, timed into the wrk run about to start."""
+
+    def __init__(self, target: Host, seconds: float) -> None:
+        self.target = target
+        self.errors: list[BenchError] = []
+        step = seconds / (len(RESTARTS) + 1)
+        self.timers = [threading.Timer(step * (n + 1), self.act, (a,)) for n, a in enumerate(RESTARTS)]
+        for timer in self.timers:
+            timer.start()
+
+    def act(self, action: str) -> None:
+        try:
+            self.target.run(action)
+        except BenchError as error:
+            self.errors.append(error)
+
+    def wait(self) -> None:
+        for timer in self.timers:
+            timer.join()
+        if self.errors:
+            raise self.errors[0]
+        # the next run starts with a serving analyzer
+        self.target.run("until /opt/mlwaf/venv/bin/mlwaf query --timeout 2 /index.php >/dev/null; do sleep 0.2; done")
+
+
+def ml_paths(fallbacks: list[str], access: list[str]) -> dict[str, int]:
+    """What became of the requests the analyzer did not answer, and of the model-only attacks."""
+    paths = [u.path for u in map(parse_fallback, fallbacks) if u is not None]
+    probes = [a for a in map(parse_access, access) if a is not None and "probe=ml-only" in a.path]
+    return {
+        "ml_fallbacks": len(paths),
+        "ml_degraded": paths.count("degraded"),
+        "ml_blind": paths.count("open"),
+        "ml_only_attacks": len(probes),
+        "ml_only_attacks_passed": sum(a.status < 400 for a in probes),
+    }
+
+
+def bench_stack(target: Host, stack: str, args: argparse.Namespace) -> list[dict[str, object]]:
+    wrk(args, MIXES["benign"], 2)  # warm up caches, PHP and the analyzer
     rows = []
-    for mix, pct in MIXES.items():
-        offsets = {path: log_size(target, path) for path in (PERF_LOG, FALLBACK_LOG)}
-        row: dict[str, object] = {"mix": mix, **wrk(args, pct, args.seconds)}
-        times = round_trips(new_lines(target, PERF_LOG, offsets[PERF_LOG]))
-        if times:
+    for name, mix in MIXES.items():
+        if mix.ml_only and stack not in ML_STACKS:
+            continue
+        logs = (PERF_LOG, FALLBACK_LOG, ACCESS_LOG)
+        offsets = {path: log_size(target, path) for path in logs}
+        restarting = Restarts(target, args.seconds) if mix.restart else None
+        row: dict[str, object] = {"mix": name, **wrk(args, mix, args.seconds)}
+        if restarting is not None:
+            restarting.wait()
+        lines = {path: new_lines(target, path, offsets[path]) for path in logs}
+        times = round_trips(lines[PERF_LOG])
+        if stack in ML_STACKS:
             row.update(ml_scored=len(times), **{f"ml_rtt_p{p}_ms": percentile(times, p) for p in (50, 95, 99)})
-            row["ml_fallbacks"] = len(new_lines(target, FALLBACK_LOG, offsets[FALLBACK_LOG]))
+            row.update(ml_paths(lines[FALLBACK_LOG], lines[ACCESS_LOG]))
         rows.append(row)
     return rows
 
@@ -205,20 +287,24 @@ def markdown(report: dict[str, object]) -> str:
         f"wrk {report['threads']} threads, {report['connections']} connections, {report['seconds']:g} s per mix.",
         "",
         "| stack | mix | req/s | p50 ms | p95 ms | p99 ms | CPU ms/req | 403 | failed "
-        "| ML round trip p50/p99 ms | ML fallbacks | CPU stolen |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| ML round trip p50/p99 ms | ML fallbacks | degraded | blind | ML-only attacks passed | CPU stolen |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in report["stacks"]:  # type: ignore[attr-defined]
-        rtt = f"{r['ml_rtt_p50_ms']:.2f} / {r['ml_rtt_p99_ms']:.2f}" if "ml_rtt_p50_ms" in r else "-"
+        rtt = f"{r['ml_rtt_p50_ms']:.2f} / {r['ml_rtt_p99_ms']:.2f}" if r.get("ml_rtt_p50_ms") is not None else "-"
+        passed = f"{r['ml_only_attacks_passed']} of {r['ml_only_attacks']}" if r.get("ml_only_attacks") else "-"
         lines.append(
             f"| {STACKS[r['stack']][0]} | {r['mix']} | {r['req_per_s']:,.0f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} "
             f"| {r['p99_ms']:.2f} | {r['cpu_ms_per_req']:.3f} | {r['status_403']} "
             f"| {r['status_other'] + r['errors_connect'] + r['errors_timeout']} | {rtt} "
-            f"| {r.get('ml_fallbacks', '-')} | {r['steal_pct']:.0f}% |"
+            f"| {r.get('ml_fallbacks', '-')} | {r.get('ml_degraded', '-')} | {r.get('ml_blind', '-')} | {passed} "
+            f"| {r['steal_pct']:.0f}% |"
         )
-    lines += ["", "CPU milliseconds per request, by process:", ""]
-    lines += ["| stack | mix | Apache | PHP-FPM | analyzer | other |", "|---|---|---:|---:|---:|---:|"]
+    lines += ["", "CPU milliseconds per request, by process (not for the restart mix: a killed one's time is lost):"]
+    lines += ["", "| stack | mix | Apache | PHP-FPM | analyzer | other |", "|---|---|---:|---:|---:|---:|"]
     for r in report["stacks"]:  # type: ignore[attr-defined]
+        if MIXES[r["mix"]].restart:
+            continue
         by = r["cpu_ms_per_req_by"]
         lines.append(
             f"| {STACKS[r['stack']][0]} | {r['mix']} | {by['apache']:.3f} | {by['php']:.3f} "
@@ -240,10 +326,10 @@ def chart(report: dict[str, object], path: Path) -> None:
     rows = report["stacks"]  # type: ignore[assignment]
     names = list(dict.fromkeys(r["stack"] for r in rows))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    width = 0.4
+    width = 0.8 / len(MIXES)
     for i, mix in enumerate(MIXES):
         got = {r["stack"]: r for r in rows if r["mix"] == mix}
-        xs = [n + (i - 0.5) * width for n in range(len(names))]
+        xs = [n + (i - (len(MIXES) - 1) / 2) * width for n in range(len(names))]
         left.bar(xs, [got[s]["req_per_s"] if s in got else 0 for s in names], width, label=mix)
         right.bar(xs, [got[s]["p99_ms"] if s in got else 0 for s in names], width, label=mix)
     for axis, title in ((left, "requests/s"), (right, "latency p99 (ms)")):
@@ -280,7 +366,7 @@ def main() -> int:
             took = converge(args.scenario, extra, log)
             target.run("systemctl stop performance_monitor.timer || true")  # its probes are not the mix
             print(f"{label}: converged in {took:.0f} s, measuring", file=sys.stderr)
-            results += [{"stack": stack, **row} for row in bench_stack(target, args)]
+            results += [{"stack": stack, **row} for row in bench_stack(target, stack, args)]
         if stacks[-1] != "crs_ml":
             converge(args.scenario, {}, log)  # leave the host as the playbook's defaults make it
     except BenchError as error:

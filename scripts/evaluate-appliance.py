@@ -52,6 +52,7 @@ from mlwaf.model import load_model
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("bench_appliance", ROOT / "scripts" / "bench-appliance.py")
 bench = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+sys.modules["bench_appliance"] = bench  # dataclasses look their module up there
 _spec.loader.exec_module(bench)  # type: ignore[union-attr]
 
 STACKS: dict[str, dict[str, object]] = {

@@ -117,6 +117,10 @@ _MACRO = re.compile(r"\$(?:[A-Z][A-Z0-9_]{0,39}|\{[A-Z][A-Z0-9_]{0,39}(?:\(\))?\
 _MACRO_FILLER = re.compile(r"[A-Za-z0-9_.:-]*")
 
 
+# a line break is a shell's command separator: "\nid" is not the plain word it strips to
+_LINE_BREAK = re.compile(r"[\r\n]")
+
+
 def plain(text: str) -> bool:
     """A value with no syntax in it: a word, a number, a hex id, a UUID, a file name, a run
     of one character (``...``, ``****``), a media type, or unreplaced ad-server placeholders."""
@@ -201,7 +205,7 @@ def _unwrap_value(source: str, name: str, value: str, depth: int) -> Iterator[Ar
         if inner is not None:
             yield from inner
             return
-    if not plain(stripped):
+    if not plain(stripped) or _LINE_BREAK.search(value):
         yield Arg(source, name, value)
 
 

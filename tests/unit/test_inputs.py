@@ -31,6 +31,13 @@ def test_empty_and_plain_values_are_not_scored() -> None:
     assert read({"path": "/%3Cb%3E"}) == [Arg("path", "", "/<b>")], "a path of one segment is read once"
 
 
+@pytest.mark.parametrize("value", ["\nid", "id\n", "\r\nwhoami", "\n\nuname"])
+def test_a_plain_word_behind_a_line_break_is_scored(value: str) -> None:
+    # the shell runs a word after a newline as a command: ?q=%0Aid once passed as the plain "id"
+    assert list(unwrap("query", "q", value)) == [Arg("query", "q", value)]
+    assert list(unwrap("query", "q", f"  {value.strip()} ")) == [], "spaces around a word are still plain"
+
+
 @pytest.mark.parametrize(
     "value",
     ["application/javascript", "image/svg+xml", "$UID", "uid:$UID", "${UIPID()}", "${GDPR_CONSENT}", "x-${AD_ID}"],
