@@ -28,6 +28,8 @@ from mlwaf.config import parse_listen
 from mlwaf.protocol import Reply
 
 VERDICTS = ("allow", "block", "log", "ratelimit", "error")
+# the anomalies that mean a limit kept part of a request from the model (Reply.anomalies)
+LIMITS = ("bridge_cut", "args_truncated", "value_truncated", "body_truncated", "inputs_truncated", "json_too_deep")
 ACTIONS = ("block", "log")
 BUCKETS_MS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0)
 OTHER = ("other", "other")
@@ -103,8 +105,9 @@ class Metrics:
     def __init__(self, workers: int, pairs: list[tuple[str, str]]) -> None:
         self.pairs = [*dict.fromkeys([*pairs, OTHER])]
         self._pair = {pair: i for i, pair in enumerate(self.pairs)}
-        # columns: verdicts | detections (pair x action) | histogram buckets (+Inf last) | scalars
-        self._detections = len(VERDICTS)
+        # columns: verdicts | limits hit | detections (pair x action) | histogram buckets (+Inf last) | scalars
+        self._limits = len(VERDICTS)
+        self._detections = self._limits + len(LIMITS)
         self._buckets = self._detections + len(self.pairs) * len(ACTIONS)
         self._scalars = self._buckets + len(BUCKETS_MS) + 1
         self.columns = self._scalars + len(SCALARS)
@@ -129,6 +132,8 @@ class Metrics:
         """One answered request: its verdict, what drove it, how long the analysis took."""
         verdict = "error" if reply.error else ("ratelimit" if reply.status == 429 else reply.verdict)
         self._add(VERDICTS.index(verdict))
+        for anomaly in set(reply.anomalies).intersection(LIMITS):
+            self._add(self._limits + LIMITS.index(anomaly))
         if reply.verdict in ACTIONS:
             action = ACTIONS.index(reply.verdict)
             for pair in {(r.model, r.family) for r in reply.reasons}:
@@ -177,6 +182,14 @@ class Metrics:
         for i, verdict in enumerate(VERDICTS):
             requests.add_metric([verdict], workers[i])
         yield requests
+        limited = CounterMetricFamily(
+            "mlwaf_limited_requests",
+            "Requests a limit kept partly from the model (ModSecurity then checks them in-process), by limit",
+            labels=["limit"],
+        )
+        for i, limit in enumerate(LIMITS):
+            limited.add_metric([limit], workers[self._limits + i])
+        yield limited
         detections = CounterMetricFamily(
             "mlwaf_detections",
             "Requests blocked or logged, by the model and family among their reasons",

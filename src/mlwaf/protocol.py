@@ -198,6 +198,8 @@ def parse_request(line: bytes, limits: Limits | None = None) -> Request:
     content_length = _number(message, "content_length")
     header_count = _number(message, "header_count")
     headers = {str(k).lower(): str(v) for k, v in headers.items()}
+    if message.get("cut") is True:  # a limit of the bridge kept part of the request from the message
+        anomalies.append("bridge_cut")
     args = _args(message.get("args"), limits, anomalies)
     body = _string(message, "body").encode("utf-8", "surrogateescape")
     if body:  # a body no ModSecurity processor parsed: decoded here, as `mlwaf score` does

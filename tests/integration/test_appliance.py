@@ -84,11 +84,12 @@ def test_crs_blocks_alone_what_the_model_does_not_judge(host, client: Client) ->
 
 
 def test_crs_is_not_overruled_on_a_request_the_analyzer_saw_in_part(host, client: Client) -> None:
-    # the bridge sends the first 8 KB of a value: padding hides the injection from the model, not from CRS
+    # the bridge sends the first 8 KB of a value: padding hides the injection from the model, not from
+    # CRS (1028) nor from the degraded checks, which read a partly seen request in-process (1031)
     marker = uuid.uuid4().hex
     padded = {"q": "a" * 8200 + "' or 1=1--"}
     assert client.request(f"/search.php?t={marker}", method="POST", form=padded).status == 403
-    assert "1028" in rule_ids(audit_entries(host, marker)[0])
+    assert rule_ids(audit_entries(host, marker)[0]) & {"1028", "1031"}
 
 
 def test_crs_blocks_alone_when_the_analyzer_does_not_answer(host, client: Client) -> None:
@@ -96,7 +97,11 @@ def test_crs_blocks_alone_when_the_analyzer_does_not_answer(host, client: Client
     try:
         marker = uuid.uuid4().hex
         assert client.request(f"/search.php?t={marker}&us_privacy=1---").status == 403
-        assert {"942100", "1006", "1024"} <= rule_ids(audit_entries(host, marker)[0])
+        ids = rule_ids(audit_entries(host, marker)[0])
+        # CRS's libinjection rule scored it; the degraded check (the same libinjection) or,
+        # failing that, CRS alone (1024) refused it: no model score can overrule CRS here
+        assert "942100" in ids
+        assert ids & {"1031", "1024"}, ids
     finally:
         host.run("systemctl start mlwaf-analyzer.socket mlwaf-analyzer.service")
 

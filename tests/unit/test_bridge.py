@@ -108,10 +108,12 @@ def test_the_bridge_gives_rules_each_score_as_an_integer_too() -> None:
 
 @pytest.mark.skipif(LUA is None, reason="lua5.1 is not installed (make host-deps)")
 def test_the_bridge_says_when_a_limit_kept_part_of_the_request_back() -> None:
-    _, whole = run_bridge("URLENCODED", "q=1")
+    message, whole = run_bridge("URLENCODED", "q=1")
     assert "tx.mlwaf_partial" not in whole
-    _, cut = run_bridge("", "x" * 200_000)  # an unparsed body over the bridge's 128 KB
+    assert parse_request(message).anomalies == []
+    message, cut = run_bridge("", "x" * 200_000)  # an unparsed body over the bridge's 128 KB
     assert "setvar tx.mlwaf_partial=1" in cut
+    assert "bridge_cut" in parse_request(message).anomalies, "the analyzer is told, and counts it"
     _, many = run_bridge("XML", xml="`id`<|>" * 1200)  # more pieces than the argument limit
     assert "setvar tx.mlwaf_partial=1" in many
     capped = '{"v":1,"verdict":"allow","scores":{"attack":0.01},"anomalies":["json_invalid","inputs_truncated"]}'

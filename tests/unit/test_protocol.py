@@ -84,6 +84,12 @@ def test_limits_apply_to_bridge_args() -> None:
     assert req.anomalies == ["args_truncated", "value_truncated"]
 
 
+def test_a_cut_the_bridge_made_is_an_anomaly() -> None:
+    assert parse_request(line({"v": 1, "cut": True})).anomalies == ["bridge_cut"]
+    assert parse_request(line({"v": 1, "cut": False})).anomalies == []
+    assert parse_request(line({"v": 1, "cut": "yes"})).anomalies == [], "only a JSON true"
+
+
 def test_a_body_the_bridge_forwards_is_read_as_offline() -> None:
     headers = {"content-type": "text/plain;charset=UTF-8"}
     args = [["query", "v", "1"]]

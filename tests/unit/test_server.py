@@ -253,6 +253,20 @@ def test_metrics_count_what_was_answered(daemon) -> None:
     assert 0 <= after["mlwaf_gc_longest_seconds"] <= after["mlwaf_gc_seconds_total"]
 
 
+def test_limits_hit_are_counted_per_limit() -> None:
+    metrics = Metrics(1, [])
+    metrics.worker(0)
+    metrics.count(Reply(verdict="allow", anomalies=["bridge_cut", "value_truncated", "json_invalid"]))
+    metrics.count(Reply(verdict="block", anomalies=["value_truncated"]))
+    metrics.count(Reply(verdict="allow"))
+    (family,) = [m for m in metrics.collect() if m.name == "mlwaf_limited_requests"]
+    counted = {s.labels["limit"]: s.value for s in family.samples if s.name.endswith("_total")}
+    assert counted["value_truncated"] == 2
+    assert counted["bridge_cut"] == 1
+    assert counted["args_truncated"] == 0
+    assert "json_invalid" not in counted, "an anomaly that is not a limit"
+
+
 def test_collections_are_timed() -> None:
     metrics = Metrics(1, [])
     metrics.worker(0)

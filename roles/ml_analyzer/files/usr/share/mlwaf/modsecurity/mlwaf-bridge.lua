@@ -117,13 +117,15 @@ local function message()
   local processor = m.getvar("REQBODY_PROCESSOR", "none") or ""
   local body = processor == "" and (m.getvar("REQUEST_BODY", "none") or "") or ""
   body = cut(body, MAX_BODY)
+  local args, fields = table.concat(arguments(), ","), table.concat(headers(), ",")
   return table.concat({
     '{"v":1,"id":', quote(var("UNIQUE_ID")),
+    ',"cut":', partial and "true" or "false",
     ',"method":', quote(var("REQUEST_METHOD")),
     ',"path":', quote(var("REQUEST_FILENAME")),
     ',"query":', quote(var("QUERY_STRING")),
-    ',"args":[', table.concat(arguments(), ","), "]",
-    ',"headers":{', table.concat(headers(), ","), "}",
+    ',"args":[', args, "]",
+    ',"headers":{', fields, "}",
     ',"body":', quote(body),
     ',"content_length":', tonumber(var("REQUEST_HEADERS.Content-Length")) or 0,
     ',"header_count":', #(m.getvars("REQUEST_HEADERS_NAMES", "none") or {}),
