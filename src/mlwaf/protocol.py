@@ -13,7 +13,8 @@ Request (fields other than ``v`` are optional; unknown fields are ignored)::
      "headers": {"user-agent": "...", "content-type": "..."},  # the request headers
      "body": "...",                   # a body no ModSecurity processor parsed (text/plain, ...)
      "content_length": 48, "header_count": 9, "protocol": "HTTP/1.1",
-     "client_ip": "203.0.113.7", "ts": 1700000000.25}
+     "client_ip": "203.0.113.7", "ts": 1700000000.25,
+     "cut": false}                    # true: a limit of the bridge kept part of the request out
 
 Reply::
 
@@ -27,6 +28,7 @@ Reply::
      "note": "path allowlisted",                           # only when no model was asked
      "status": 429, "retry_after": 60,                     # only for a block with another answer than 403
      "anomalies": ["body_truncated"]}                       # only when a decoding limit was hit
+                                                           # ("bridge_cut" when the message said "cut")
 
 After the response, the bridge may report its status for the behavioural
 layer (only 4xx and 5xx are worth a round trip)::
