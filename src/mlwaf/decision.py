@@ -136,7 +136,7 @@ class Analyzer:
         return self._finish(reply, verdict, started, judgement)
 
     def witness(self, request: Request, now: float | None = None) -> None:
-        """A request Apache stopped waiting for (it passed unscored): no model is asked, but the
+        """A request Apache stopped waiting for (it took the fail mode's path): no model is asked, but the
         behavioural layer counts it and may ban its client, so a flood that overloads the
         analyzer still builds up its history and its ban."""
         if request.reported_status:

@@ -224,7 +224,7 @@ def hung_up(conn: socket.socket) -> bool:
     """Whether the client has closed its end: the bridge gives up after its timeout, and
     under overload the backlog fills with such requests. Scoring them would only make
     every later one wait longer (and time out in turn), so they are not scored (Apache
-    has already let them through as fallbacks), only counted (``witness_line``)."""
+    has already taken the fail mode's path for them), only counted (``witness_line``)."""
     poller = select.poll()
     poller.register(conn, 0)  # a full close only (POLLHUP), not a client's half-close after sending
     return bool(poller.poll(0))

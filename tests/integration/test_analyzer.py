@@ -265,7 +265,7 @@ def test_killed_analyzer_comes_back(host, client: Client) -> None:
         )
     )
     # The new daemon loads and warms up its models before its workers accept; until then
-    # the bridge's 50 ms timeout fails requests open. Once it answers, it blocks again.
+    # the bridge's 50 ms timeout sends requests down the degraded path. Once it answers, it blocks again.
     assert wait_until(lambda: host.run("/opt/mlwaf/venv/bin/mlwaf query --timeout 2 /index.php").rc == 0)
     marker = uuid.uuid4().hex
     assert client.request(f"/search.php?t={marker}&q={ML_ONLY_ATTACK}").status == 403
