@@ -8,7 +8,7 @@ BIN       := $(VENV)/bin
 SCENARIOS ?= default trixie cluster
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help host-deps venv demo demo-destroy test lint unit molecule wheel bench bench-analyzer bench-behaviour evaluate evaluate-appliance clean-cache
+.PHONY: help host-deps venv demo demo-destroy test lint unit molecule wheel bench profile-bridge bench-analyzer bench-behaviour evaluate evaluate-appliance clean-cache
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -53,6 +53,10 @@ wheel: venv ## Build the mlwaf wheel into dist/ (for ml_analyzer_wheel on air-ga
 bench: host-deps venv ## The appliance under wrk, stack by stack (Apache .. CRS + ML); writes bench/results.*
 	molecule converge -s default
 	$(BIN)/python scripts/bench-appliance.py
+
+profile-bridge: host-deps venv ## Apache's CPU per request, step by step through the ML bridge; writes bench/bridge-profile.*
+	molecule converge -s default
+	$(BIN)/python scripts/profile-bridge.py
 
 bench-analyzer: venv ## Analyzer alone: mlwaf score rate, socket round trips (closed loop and 2000/s), memory
 	$(BIN)/python scripts/bench-analyzer.py --seconds 8

@@ -6,9 +6,11 @@
 # that it never holds a port the test hosts want) and geoip-database for the
 # unit tests of the country lookup, vagrant (without a hypervisor: its
 # recommends are left out) for the syntax check of the vagrant scenario, and
-# lua5.1 for the unit test of the ModSecurity bridge's message.
+# lua5.1, gcc and the Lua 5.1 headers for the unit tests of the ModSecurity
+# bridge (its message, and its native half built as the role builds it), and
+# linux-perf for `make profile-bridge`.
 set -euo pipefail
-packages=(debootstrap systemd-container openssh-client iproute2 wrk redis-server geoip-database vagrant lua5.1)
+packages=(debootstrap systemd-container openssh-client iproute2 wrk redis-server geoip-database vagrant lua5.1 gcc liblua5.1-0-dev linux-perf)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

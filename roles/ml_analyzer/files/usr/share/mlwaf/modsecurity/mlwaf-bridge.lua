@@ -19,7 +19,10 @@
 -- the response status to the analyzer's behavioural layer, unless the
 -- analyzer itself refused the request.
 -- ModSecurity 2.9 runs every script in a fresh Lua state, so nothing is
--- kept between requests: one connection per request, kept short.
+-- kept between requests: one connection per request, kept short. The native
+-- half (mlwaf_bridge.so, tx.mlwaf_native) quotes and exchanges in C, with one
+-- deadline for the whole exchange; without it, Lua quotes and lua-socket
+-- exchanges, its timeout applying to each step.
 
 -- Arguments by where ModSecurity found them; ARGS also holds those of the JSON body
 -- processor (sent as "json"). Lua cannot read the XML processor's tree, so rule 1014
@@ -33,6 +36,8 @@ local MAX_BODY = 131072
 -- set when a limit above cut something from the message (tx.mlwaf_partial): the rules
 -- then never let the model's score overrule CRS, which read the whole request
 local partial = false
+-- the native half's functions (quote, exchange), when the role built it
+local native = nil
 
 local function cut(text, limit)
   if #text > limit then partial = true end
@@ -40,6 +45,7 @@ local function cut(text, limit)
 end
 
 local function quote(text)
+  if native then return native.quote(text) end
   text = string.gsub(text, '[%c"\\]', function(c)
     if c == '"' then return '\\"' end
     if c == "\\" then return "\\\\" end
@@ -66,7 +72,7 @@ local function short_name(item)
   return string.match(item.name, "^[^:]*:(.*)$") or item.name
 end
 
-local function arguments()
+local function arguments(processor)
   local args, seen = {}, {}
   for _, pair in ipairs(SOURCES) do
     for _, item in ipairs(m.getvars(pair[1], "none") or {}) do
@@ -77,7 +83,10 @@ local function arguments()
     end
   end
   -- what ARGS holds beyond the query and the form: the JSON body processor's arguments
-  for _, item in ipairs(m.getvars("ARGS", "none") or {}) do
+  -- (without a body, or with a form or multipart one, ARGS holds nothing more)
+  local extra = (processor == "" or processor == "URLENCODED" or processor == "MULTIPART") and {}
+    or m.getvars("ARGS", "none") or {}
+  for _, item in ipairs(extra) do
     if #args >= MAX_ARGS then partial = true; return args end
     local key = short_name(item) .. "\0" .. (item.value or "")
     if (seen[key] or 0) > 0 then
@@ -99,16 +108,19 @@ local function arguments()
   return args
 end
 
+-- The headers as JSON members, how many the request had, and its Content-Length.
 local function headers()
-  local out = {}
-  for _, item in ipairs(m.getvars("REQUEST_HEADERS", "none") or {}) do
-    if #out >= MAX_HEADERS then partial = true; break end
+  local out, all, length = {}, m.getvars("REQUEST_HEADERS", "none") or {}, 0
+  for _, item in ipairs(all) do
     local name = string.lower(short_name(item))
-    if name ~= "cookie" then  -- read as REQUEST_COOKIES
+    if name == "content-length" then length = tonumber(item.value) or 0 end
+    if #out >= MAX_HEADERS then
+      partial = true
+    elseif name ~= "cookie" then  -- read as REQUEST_COOKIES
       out[#out + 1] = quote(name) .. ":" .. quote(cut(item.value or "", MAX_VALUE))
     end
   end
-  return out
+  return out, #all, length
 end
 
 local function message()
@@ -117,7 +129,8 @@ local function message()
   local processor = m.getvar("REQBODY_PROCESSOR", "none") or ""
   local body = processor == "" and (m.getvar("REQUEST_BODY", "none") or "") or ""
   body = cut(body, MAX_BODY)
-  local args, fields = table.concat(arguments(), ","), table.concat(headers(), ",")
+  local fields, count, length = headers()
+  local args = table.concat(arguments(processor), ",")
   return table.concat({
     '{"v":1,"id":', quote(var("UNIQUE_ID")),
     ',"cut":', partial and "true" or "false",
@@ -125,10 +138,10 @@ local function message()
     ',"path":', quote(var("REQUEST_FILENAME")),
     ',"query":', quote(var("QUERY_STRING")),
     ',"args":[', args, "]",
-    ',"headers":{', fields, "}",
+    ',"headers":{', table.concat(fields, ","), "}",
     ',"body":', quote(body),
-    ',"content_length":', tonumber(var("REQUEST_HEADERS.Content-Length")) or 0,
-    ',"header_count":', #(m.getvars("REQUEST_HEADERS_NAMES", "none") or {}),
+    ',"content_length":', length,
+    ',"header_count":', count,
     ',"protocol":', quote(var("REQUEST_PROTOCOL")),
     ',"client_ip":', quote(var("REMOTE_ADDR")),
     ',"ts":', tonumber(var("TIME_EPOCH")) or 0,
@@ -152,14 +165,22 @@ local function now_us()
   return tonumber(m.getvar("DURATION", "none")) or 0
 end
 
+-- The native half, when the rules name it and it loads.
+local function native_module()
+  local library = m.getvar("tx.mlwaf_native", "none")
+  local open = library and package.loadlib(library, "luaopen_mlwaf_bridge")
+  return open and open() or nil
+end
+
 -- One message to the analyzer and its one-line answer (nil and why on failure).
 local function exchange(text)
+  local path = m.getvar("tx.mlwaf_socket", "none") or "/run/mlwaf/analyzer.sock"
+  local timeout_ms = tonumber(var("tx.mlwaf_timeout_ms")) or 50
+  if native then return native.exchange(path, text, timeout_ms) end
   local unix = unix_module()
   if not unix then return nil, "lua-socket is not installed" end
-  local timeout = (tonumber(var("tx.mlwaf_timeout_ms")) or 50) / 1000
-  local path = m.getvar("tx.mlwaf_socket", "none") or "/run/mlwaf/analyzer.sock"
   local conn = (unix.stream or unix)()
-  conn:settimeout(timeout)
+  conn:settimeout(timeout_ms / 1000)
   local done, err = conn:connect(path)
   if not done then conn:close(); return nil, "connect " .. path .. ": " .. tostring(err) end
   done, err = conn:send(text)
@@ -217,6 +238,7 @@ local function ask()
 end
 
 function main()
+  native = native_module()
   -- Any failure in the bridge itself is a fallback too, never a failed rule.
   if m.getvar("tx.mlwaf_report", "none") == "1" then
     pcall(report)
