@@ -8,7 +8,7 @@ BIN       := $(VENV)/bin
 SCENARIOS ?= default trixie cluster
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help host-deps venv demo demo-destroy test lint unit molecule wheel bench profile-bridge bench-analyzer bench-behaviour evaluate evaluate-appliance clean-cache
+.PHONY: help host-deps venv demo demo-destroy test lint unit molecule wheel bench profile-bridge bench-analyzer fuzz bench-behaviour evaluate evaluate-appliance clean-cache
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ profile-bridge: host-deps venv ## Apache's CPU per request, step by step through
 bench-analyzer: venv ## Analyzer alone: mlwaf score rate, socket round trips (closed loop and 2000/s), memory
 	$(BIN)/python scripts/bench-analyzer.py --seconds 8
 	$(BIN)/python scripts/bench-analyzer.py --seconds 8 --rate 2000
+
+fuzz: venv ## A million fuzzed inputs through the protocol parser and the request decoder (atheris); prints the count and peak memory
+	$(BIN)/python tests/fuzz/fuzz_decoder.py -runs=1000000 -print_final_stats=1
 
 bench-behaviour: venv ## Behavioural layer: time to catch floods, scanners, stuffing; people blocked; cost per request
 	$(BIN)/python scripts/bench-behaviour.py --data ../shared/datasets
