@@ -94,9 +94,10 @@ def test_benign_requests_are_scored_and_pass(host, client: Client) -> None:
 def test_apache_reaches_the_analyzer_through_the_native_bridge(host, client: Client) -> None:
     library = host.file("/usr/local/lib/mlwaf/mlwaf_bridge.so")
     assert (library.user, library.mode) == ("root", 0o755)
-    assert "setvar:'tx.mlwaf_native=/usr/local/lib/mlwaf/mlwaf_bridge.so'" in host.file(
-        "/etc/modsecurity/mlwaf.d/ml-analyzer.conf"
-    ).content_string
+    assert (
+        "setvar:'tx.mlwaf_native=/usr/local/lib/mlwaf/mlwaf_bridge.so'"
+        in host.file("/etc/modsecurity/mlwaf.d/ml-analyzer.conf").content_string
+    )
     assert client.request(f"/search.php?q=tea&t={uuid.uuid4().hex}").status == 200
     children = host.run("pgrep -x apache2").stdout.split()
     mapped = [pid for pid in children if "mlwaf_bridge.so" in host.run(f"cat /proc/{pid}/maps").stdout]

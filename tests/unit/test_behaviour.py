@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from pathlib import Path
 
 import pytest
 
 from mlwaf.behaviour.crowd import Crowd, fence
 from mlwaf.behaviour.detect import PROFILES, severity
-from mlwaf.behaviour.engine import Behaviour, is_browser
+from mlwaf.behaviour.engine import Behaviour, event_of, is_browser
 from mlwaf.behaviour.features import compute, entropy
 from mlwaf.behaviour.geo import GeoError, open_geo
 from mlwaf.behaviour.simulate import DEMO_SITE, Generator, SimulationError, check_target
@@ -342,3 +343,20 @@ def test_bad_geolocation_databases_say_why(tmp_path: Path) -> None:
     other.write_bytes(b"\x00" * 64 + b"\xff\xff\xff\x02")
     with pytest.raises(GeoError, match="not a legacy GeoIP country database"):
         open_geo(other)
+
+
+def test_a_post_carrying_a_password_is_a_login_whatever_its_path() -> None:
+    login = re.compile(BehaviourSettings().login_paths)
+
+    def event(method: str, target: str, body: str = "") -> bool:
+        headers = {"content-type": "application/x-www-form-urlencoded"}
+        return event_of(
+            from_wire({"method": method, "path": target, "headers": headers, "body": body}), 0.0, login
+        ).login
+
+    assert event("POST", "/konto/anmelden", "benutzer=anna&login%5Bpass%5D=x"), "a password field, not the path"
+    assert event("POST", "/compte", "email=a%40b.c&user_password=x")
+    assert event("GET", "/signin"), "the path rule still holds"
+    assert not event("POST", "/profil", "passport=X123&compass=north"), "pass inside a longer word is not a password"
+    assert not event("GET", "/konto", ""), "a GET is never a login by its fields"
+    assert not event("POST", "/search", "q=password"), "the value does not count, the name does"

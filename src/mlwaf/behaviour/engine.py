@@ -32,6 +32,7 @@ from mlwaf.behaviour.tracker import Event, LocalTracker
 from mlwaf.config import BehaviourSettings
 from mlwaf.profile import char_classes
 from mlwaf.request import Request
+from mlwaf.sensitive import is_login
 
 KINDS = ("flood", "scanner", "bot", "credential-stuffing", "distributed-flood")
 
@@ -69,7 +70,7 @@ def event_of(request: Request, now: float, login: re.Pattern[str], country: int 
         params=tuple(sorted({a.name for a in request.args if a.source != "cookie"})),
         user_agent=agent,
         country=country,
-        login=bool(login.search(request.path)),
+        login=bool(login.search(request.path)) or is_login(request.method, ((a.source, a.name) for a in request.args)),
         skeleton=skeleton(request),
         request_id=request.id,
         asset=ASSET.search(request.path) is not None,
