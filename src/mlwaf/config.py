@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import pwd
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -87,6 +88,8 @@ class Settings:
     socket: str = "/run/mlwaf/analyzer.sock"
     socket_group: str = ""
     socket_mode: int = 0o660
+    # users whose processes may ask (SO_PEERCRED), besides root and the analyzer's own; empty: any
+    peer_users: tuple[str, ...] = ()
     workers: int = 0  # 0: one per CPU
     mode: str = "block"
     models: dict[str, ModelSettings] = field(default_factory=dict)
@@ -162,12 +165,36 @@ def _model(name: str, table: object) -> ModelSettings:
     )
 
 
+def _server(server: dict) -> dict[str, object]:
+    """The [server] table's settings."""
+    try:
+        socket_mode = int(str(server.get("socket_mode", "660")), 8)
+    except ValueError:
+        mode = server["socket_mode"]
+        raise ConfigError(f'[server] socket_mode must be an octal mode like "660", got {mode!r}') from None
+    peers = _typed(server, "peer_users", list, "[server] ") if "peer_users" in server else []
+    for name in peers:
+        if not isinstance(name, str):
+            raise ConfigError(f"[server] peer_users must be user names, got {name!r}")
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            raise ConfigError(f"[server] peer_users: there is no user {name!r} on this host") from None
+    return {
+        "socket": server.get("socket", Settings.socket),
+        "socket_group": server.get("socket_group", ""),
+        "socket_mode": socket_mode,
+        "peer_users": tuple(peers),
+        "workers": _typed(server, "workers", int, "[server] ") if "workers" in server else 0,
+    }
+
+
 def from_dict(raw: dict) -> Settings:
     """Settings from a parsed TOML document."""
     _check_keys(raw, {"server", "decision", "models", "limits", "logs", "profile", "behaviour", "metrics"}, "")
     server, decision = raw.get("server", {}), raw.get("decision", {})
     limits_raw, logs = raw.get("limits", {}), raw.get("logs", {})
-    _check_keys(server, {"socket", "socket_group", "socket_mode", "workers"}, "[server]")
+    _check_keys(server, {"socket", "socket_group", "socket_mode", "workers", "peer_users"}, "[server]")
     decision_keys = {"mode", "allow_paths", "allow_params", "allow_networks", "max_reasons", "score_headers"}
     _check_keys(decision, decision_keys, "[decision]")
     _check_keys(limits_raw, {f.name for f in fields(Limits)}, "[limits]")
@@ -190,11 +217,6 @@ def from_dict(raw: dict) -> Settings:
         else:
             raise ConfigError(f"[decision] allow_params entries are names or {{name, path}} tables, got {item!r}")
 
-    try:
-        socket_mode = int(str(server.get("socket_mode", "660")), 8)
-    except ValueError:
-        mode = server["socket_mode"]
-        raise ConfigError(f'[server] socket_mode must be an octal mode like "660", got {mode!r}') from None
     limit_values = {key: _typed(limits_raw, key, int, "[limits] ") for key in limits_raw}
     if any(v < 1 for v in limit_values.values()):
         raise ConfigError("[limits] values must be positive")
@@ -202,10 +224,7 @@ def from_dict(raw: dict) -> Settings:
     if not isinstance(headers, list) or not all(isinstance(h, str) and h.strip() for h in headers):
         raise ConfigError(f"[decision] score_headers must be a list of header names, got {headers!r}")
     settings = {
-        "socket": server.get("socket", Settings.socket),
-        "socket_group": server.get("socket_group", ""),
-        "socket_mode": socket_mode,
-        "workers": _typed(server, "workers", int, "[server] ") if "workers" in server else 0,
+        **_server(server),
         "mode": mode,
         "models": models,
         "allow_paths": tuple(str(p) for p in decision.get("allow_paths", [])),

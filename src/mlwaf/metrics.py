@@ -15,14 +15,18 @@ import bisect
 import gc
 import mmap
 import os
+import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
 
 import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import MetricsHandler
 
 from mlwaf.config import parse_listen
 from mlwaf.protocol import Reply
@@ -40,6 +44,7 @@ SCALARS = (
     "status_reports",
     "abandoned",
     "late",
+    "refused_peers",
     "gc_s",
     "gc_longest_s",
     "fallbacks",
@@ -64,6 +69,12 @@ WORKER_FAMILIES = (
         "mlwaf_late_replies",
         "Requests analysed after the bridge had given up on them (its timeout): Apache took its fallback path",
         "late",
+    ),
+    (
+        "sum",
+        "mlwaf_refused_peers",
+        "Connections refused because the process at the other end was not one of the allowed users (peer_users)",
+        "refused_peers",
     ),
     (
         "sum",
@@ -150,6 +161,9 @@ class Metrics:
 
     def late(self) -> None:
         self._add(self.scalar("late"))
+
+    def refused_peer(self) -> None:
+        self._add(self.scalar("refused_peers"))
 
     def watch_collector(self) -> None:
         """Time every garbage collection of this process (a worker): total and longest."""
@@ -240,13 +254,42 @@ def write_textfile(metrics: Metrics, path: str) -> None:
     temporary = f"{path}.{os.getpid()}.tmp"
     with open(temporary, "wb") as handle:
         handle.write(generate_latest(metrics.registry()))
+    os.chmod(temporary, 0o644)  # for node_exporter's user, whatever the service's umask
     os.replace(temporary, path)
 
 
-def serve_metrics(metrics: Metrics, listen: str, textfile: str, bound: Callable[[], object] | None = None) -> None:
-    """The metrics process: answer scrapes on ``listen`` and keep ``textfile`` fresh (either may
-    be empty). ``bound`` is called once the port is listening, or could not be."""
-    if listen:
+class _Scrapes(ThreadingHTTPServer):
+    daemon_threads = True
+    # the socket the constructor makes and this one drops: a Unix one, since the service may
+    # not be allowed to open Internet sockets (it is handed its port by systemd)
+    address_family = socket.AF_UNIX
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a scraper that hung up early is no error
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
+def serve_on(metrics: Metrics, listener: socket.socket) -> None:
+    """Answer scrapes on a socket that is already listening (systemd's), in a thread."""
+    server = _Scrapes(listener.getsockname()[:2], MetricsHandler.factory(metrics.registry()), bind_and_activate=False)
+    server.socket.close()
+    server.socket = listener
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+
+def serve_metrics(
+    metrics: Metrics,
+    listen: str,
+    textfile: str,
+    bound: Callable[[], object] | None = None,
+    listener: socket.socket | None = None,
+) -> None:
+    """The metrics process: answer scrapes on ``listener`` (a socket systemd opened) or else on
+    ``listen``, and keep ``textfile`` fresh (each may be absent). ``bound`` is called once the
+    port is listening, or could not be."""
+    if listener is not None:
+        serve_on(metrics, listener)
+    elif listen:
         host, port = parse_listen(listen)
         try:
             start_http_server(port, addr=host, registry=metrics.registry())

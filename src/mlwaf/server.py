@@ -21,12 +21,14 @@ import contextlib
 import gc
 import grp
 import os
+import pwd
 import select
 import signal
 import socket
 import struct
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -239,6 +241,34 @@ def shared_tracker(analyzer: Analyzer) -> FallbackTracker | None:
     return tracker
 
 
+def allowed_peers(users: tuple[str, ...]) -> frozenset[int] | None:
+    """The user ids whose processes may ask: root, the analyzer's own and ``users``; None
+    (anyone who can open the socket) when ``users`` is empty."""
+    if not users:
+        return None
+    return frozenset({0, os.getuid(), *(pwd.getpwnam(name).pw_uid for name in users)})
+
+
+def peer_uid(conn: socket.socket) -> int:
+    """The user id of the process at the other end of a Unix socket (SO_PEERCRED)."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+def refuse(conn: socket.socket, peers: frozenset[int] | None, refused: set[int], metrics: Metrics) -> bool:
+    """True (counted, and logged once per user) when the peer is not allowed to ask."""
+    if peers is None:
+        return False
+    uid = peer_uid(conn)
+    if uid in peers:
+        return False
+    metrics.refused_peer()
+    if uid not in refused:  # a flood of them stays out of the journal
+        refused.add(uid)
+        log(f"refused a connection from user id {uid} (not in peer_users)")
+    return True
+
+
 def answer(conn: socket.socket, analyzer: Analyzer, metrics: Metrics) -> tuple[Reply, Request | None, str] | None:
     """Read one message and answer it: the reply, the request and, if the bridge never read
     the reply, why (LATE or ABANDONED); None when there is nothing to log."""
@@ -272,6 +302,8 @@ def worker(
     metrics.watch_collector()
     fallback = shared_tracker(analyzer)
     fallbacks_before = metrics.get("fallbacks", slot)  # a replaced worker goes on from its predecessor's count
+    peers = allowed_peers(analyzer.settings.peer_users)
+    refused: set[int] = set()  # users refused so far, each logged once by this worker
 
     def on_hup(_signum: int, _frame: object) -> None:
         nonlocal reopen
@@ -286,7 +318,7 @@ def worker(
         except InterruptedError:
             continue
         with conn:
-            served = answer(conn, analyzer, metrics)
+            served = None if refuse(conn, peers, refused, metrics) else answer(conn, analyzer, metrics)
         if served is None:
             continue
         reply, request, unanswered = served
@@ -311,12 +343,16 @@ def worker(
             metrics.set("redis_down", float(fallback.using == "local"))
 
 
-def listening_socket(settings: Settings) -> socket.socket:
-    """The socket systemd passed us, or a new one at settings.socket."""
+def listening_sockets(settings: Settings) -> tuple[socket.socket, socket.socket | None]:
+    """The analyzer's socket and the metrics endpoint's, as systemd passed them (in the socket
+    unit's order; the service itself may then be barred from opening Internet sockets), or a
+    new one at settings.socket and None (the metrics process opens its own port)."""
     if os.environ.get("LISTEN_PID") == str(os.getpid()) and int(os.environ.get("LISTEN_FDS", "0")) >= 1:
+        passed = int(os.environ["LISTEN_FDS"])
         for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
             os.environ.pop(key, None)
-        return socket.socket(fileno=SD_LISTEN_FDS_START)
+        metrics = socket.socket(fileno=SD_LISTEN_FDS_START + 1) if passed >= 2 else None
+        return socket.socket(fileno=SD_LISTEN_FDS_START), metrics
     path = Path(settings.socket)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
@@ -326,14 +362,16 @@ def listening_socket(settings: Settings) -> socket.socket:
         os.chown(path, -1, grp.getgrnam(settings.socket_group).gr_gid)
     path.chmod(settings.socket_mode)
     listener.listen(socket.SOMAXCONN)
-    return listener
+    return listener, None
 
 
 class Pool:
     """The parent's side: forks the workers (and the metrics process), replaces one that ends, passes signals on."""
 
-    def __init__(self, settings: Settings, analyzer: Analyzer, listener: socket.socket) -> None:
-        self.settings, self.analyzer, self.listener = settings, analyzer, listener
+    def __init__(
+        self, settings: Settings, analyzer: Analyzer, listener: socket.socket, scrapes: socket.socket | None = None
+    ) -> None:
+        self.settings, self.analyzer, self.listener, self.scrapes = settings, analyzer, listener, scrapes
         self.logs = [
             DecisionLog(
                 settings.decision_log,
@@ -357,9 +395,16 @@ class Pool:
                     for signum in (signal.SIGTERM, signal.SIGINT):
                         signal.signal(signum, signal.SIG_DFL)
                     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-                    serve_metrics(self.metrics, self.settings.metrics_listen, self.settings.metrics_textfile, bound)
+                    listen, textfile = self.settings.metrics_listen, self.settings.metrics_textfile
+                    serve_metrics(self.metrics, listen, textfile, bound, self.scrapes)
                 else:
+                    if self.scrapes is not None:
+                        self.scrapes.close()
                     worker(self.listener, self.analyzer, self.logs, self.metrics, slot)
+            except Exception:  # a child says why it ended, then ends
+                traceback.print_exc()
+                sys.stderr.flush()
+                os._exit(1)
             finally:
                 os._exit(0)
         self.children[pid] = (time.monotonic(), slot)
@@ -396,7 +441,7 @@ class Pool:
         for slot in range(settings.worker_count):
             self.spawn(slot)
         workers = len(self.children)
-        if settings.metrics_listen or settings.metrics_textfile:
+        if settings.metrics_listen or settings.metrics_textfile or self.scrapes is not None:
             self.start_metrics()
             url = settings.metrics_listen and f"http://{settings.metrics_listen}/metrics"
             log(f"mlwaf: metrics on {' and '.join(w for w in (url, settings.metrics_textfile) if w)}")
@@ -433,7 +478,7 @@ def freeze_heap() -> None:
 
 
 def serve(settings: Settings, analyzer: Analyzer) -> int:
-    pool = Pool(settings, analyzer, listening_socket(settings))
+    pool = Pool(settings, analyzer, *listening_sockets(settings))
     baseline = keep_baseline(settings, analyzer)
     freeze_heap()
     pool.run()

@@ -34,6 +34,45 @@ def test_analyzer_service_and_socket(host) -> None:
     assert any(line.startswith("StatusText=serving with") for line in unit), unit
 
 
+PEER_PROBE = """
+import socket
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+try:
+    s.connect("/run/mlwaf/analyzer.sock")
+except OSError as error:
+    print("refused:", error.strerror)
+else:
+    try:
+        s.sendall(b'{"v":1,"id":"peer-probe","method":"GET","path":"/","args":[],"headers":{}}\\n')
+        print("answer:", s.recv(4096).decode() or "closed")
+    except ConnectionError:  # closed without reading the message: reset
+        print("answer: closed")
+"""
+
+
+def probe_as(host, user: str, group: str = "") -> str:
+    command = f"setpriv --reuid={user} --regid={group or user} --init-groups python3 -c {shlex.quote(PEER_PROBE)}"
+    return host.check_output(command)
+
+
+def test_only_apache_may_ask_the_analyzer(host) -> None:
+    pool = host.run("pgrep -u waf-demo -f 'php-fpm: pool waf-demo'").stdout.split()
+    assert pool, "the demo's PHP runs as a user of its own"
+    assert host.run("pgrep -u www-data -f php-fpm").rc == 1, "and none of it as Apache's user"
+    assert probe_as(host, "waf-demo") == "refused: Permission denied", "application code cannot open the socket"
+    assert probe_as(host, "nobody", "nogroup") == "refused: Permission denied"
+    assert probe_as(host, "www-data").startswith('answer: {"v":1'), "Apache's user is answered"
+    # a process that holds the socket's group but is not Apache's user: opens it, gets no answer
+    host.check_output("id mlwaf-peer-probe || useradd --system -M -s /usr/sbin/nologin -G www-data mlwaf-peer-probe")
+    try:
+        assert probe_as(host, "mlwaf-peer-probe") == "answer: closed", "SO_PEERCRED: not in peer_users"
+    finally:
+        host.run("userdel mlwaf-peer-probe")
+    journal = host.check_output("journalctl -u mlwaf-analyzer --since -2min --no-pager -o cat")
+    assert "(not in peer_users)" in journal
+
+
 def test_analyzer_unit_is_hardened(host) -> None:
     props = dict(
         line.split("=", 1)
@@ -45,11 +84,13 @@ def test_analyzer_unit_is_hardened(host) -> None:
     assert props["ProtectSystem"] == "strict"
     assert props["NoNewPrivileges"] == "yes"
     assert props["PrivateTmp"] == "yes"
-    # the host's network for the metrics endpoint on the loopback, and nothing else
-    assert set(props["RestrictAddressFamilies"].split()) == {"AF_INET", "AF_INET6", "AF_UNIX"}
+    # Unix sockets only: the metrics endpoint's port comes from the socket unit
+    assert props["RestrictAddressFamilies"] == "AF_UNIX"
     assert set(props["IPAddressDeny"].split()) == {"0.0.0.0/0", "::/0"}
     assert set(props["IPAddressAllow"].split()) == {"127.0.0.0/8", "::1/128"}
     assert props["MemoryMax"] != "infinity"
+    exposure = host.check_output("systemd-analyze security mlwaf-analyzer --no-pager | tail -1")
+    assert float(exposure.split("mlwaf-analyzer.service: ")[1].split()[0]) <= 1.0, exposure
 
 
 def test_model_runs_at_full_speed_under_the_hardened_unit(host) -> None:

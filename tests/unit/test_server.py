@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 
 from mlwaf.config import ModelSettings, Settings
 from mlwaf.decision import Analyzer
-from mlwaf.metrics import Metrics
+from mlwaf.metrics import Metrics, serve_on
 from mlwaf.ops.canary import run_canaries
 from mlwaf.ops.health import check, scrape
 from mlwaf.ops.settings import Alerts, MonitoringSettings, Services
 from mlwaf.protocol import VERDICTS, Reply
-from mlwaf.server import DecisionLog, freeze_heap, handle_line, hung_up
+from mlwaf.server import DecisionLog, allowed_peers, freeze_heap, handle_line, hung_up, refuse
 
 MODEL = Path(__file__).resolve().parents[2] / "files" / "models" / "attack.json"
 ATTACK = {"v": 1, "id": "r1", "path": "/s", "args": [["query", "q", "1 union select password from users--"]]}
@@ -267,6 +267,26 @@ def test_limits_hit_are_counted_per_limit() -> None:
     assert "json_invalid" not in counted, "an anomaly that is not a limit"
 
 
+def test_only_the_allowed_users_may_ask() -> None:
+    import pwd  # noqa: PLC0415 - this test alone
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    assert allowed_peers(()) is None, "no list: whoever can open the socket"
+    assert allowed_peers(("nobody",)) == {0, os.getuid(), nobody}, "root and the analyzer's own user always"
+    metrics = Metrics(1, [])
+    metrics.worker(0)
+    refused: set[int] = set()
+    ours, theirs = socket.socketpair()  # the peer is this process: root here
+    with ours, theirs:
+        assert not refuse(ours, None, refused, metrics)
+        assert not refuse(ours, frozenset({os.getuid()}), refused, metrics)
+        assert refuse(ours, frozenset({nobody}), refused, metrics)
+        assert refuse(ours, frozenset({nobody}), refused, metrics)
+    assert refused == {os.getuid()}, "logged once"
+    (family,) = [m for m in metrics.collect() if m.name == "mlwaf_refused_peers"]
+    assert next(s.value for s in family.samples if s.name.endswith("_total")) == 2
+
+
 def test_collections_are_timed() -> None:
     metrics = Metrics(1, [])
     metrics.worker(0)
@@ -366,6 +386,20 @@ def test_requests_the_bridge_gave_up_on_still_count_for_the_behavioural_layer(da
     assert other["verdict"] == "allow", "only that client"
 
 
+def test_metrics_answer_on_a_port_systemd_opened() -> None:
+    import urllib.request  # noqa: PLC0415 - this test alone
+
+    metrics = Metrics(1, [])
+    metrics.worker(0)
+    metrics.count(Reply(verdict="block"))
+    listener = socket.create_server(("127.0.0.1", 0))  # as the socket unit hands it over
+    serve_on(metrics, listener)
+    port = listener.getsockname()[1]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    assert 'mlwaf_requests_total{verdict="block"} 1.0' in text
+
+
 def test_metrics_textfile(daemon) -> None:
     log = daemon[2]
     textfile = log.parent / "mlwaf.prom"
@@ -373,6 +407,7 @@ def test_metrics_textfile(daemon) -> None:
     while not textfile.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert "mlwaf_requests_total" in textfile.read_text()
+    assert textfile.stat().st_mode & 0o777 == 0o644, "node_exporter runs as a user of its own"
 
 
 def test_canaries_and_health(daemon) -> None:
