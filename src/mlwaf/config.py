@@ -100,6 +100,7 @@ class Settings:
     decision_log: str = ""
     log_allowed: bool = False
     log_values: bool = True  # the inputs behind a log/block verdict go into the decision log
+    secret_args: tuple[str, ...] = ()  # argument names masked there, besides mlwaf.sensitive.SECRET_ARGS
     max_reasons: int = 3
     # request headers the attack models read (names in lower case; "*": all of them), see mlwaf.inputs
     score_headers: tuple[str, ...] = ("*",)
@@ -198,7 +199,7 @@ def from_dict(raw: dict) -> Settings:
     decision_keys = {"mode", "allow_paths", "allow_params", "allow_networks", "max_reasons", "score_headers"}
     _check_keys(decision, decision_keys, "[decision]")
     _check_keys(limits_raw, {f.name for f in fields(Limits)}, "[limits]")
-    _check_keys(logs, {"decision_log", "log_allowed", "log_values"}, "[logs]")
+    _check_keys(logs, {"decision_log", "log_allowed", "log_values", "secret_args"}, "[logs]")
 
     models = {name: _model(name, table) for name, table in raw.get("models", {}).items()}
     mode = decision.get("mode", "block")
@@ -234,6 +235,9 @@ def from_dict(raw: dict) -> Settings:
         "decision_log": str(logs.get("decision_log", "")),
         "log_allowed": bool(logs.get("log_allowed", False)),
         "log_values": _typed(logs, "log_values", bool, "[logs] ") if "log_values" in logs else True,
+        "secret_args": tuple(
+            str(n) for n in (_typed(logs, "secret_args", list, "[logs] ") if "secret_args" in logs else [])
+        ),
         "max_reasons": _typed(decision, "max_reasons", int, "[decision] ") if "max_reasons" in decision else 3,
         "score_headers": tuple(h.strip().lower() for h in headers),
     }

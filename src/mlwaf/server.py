@@ -22,6 +22,7 @@ import gc
 import grp
 import os
 import pwd
+import re
 import select
 import signal
 import socket
@@ -51,6 +52,8 @@ from mlwaf.protocol import (
     request_id,
 )
 from mlwaf.request import Request
+from mlwaf.sensitive import SECRET_HEADERS
+from mlwaf.sensitive import secret_args as secret_args_pattern
 
 SD_LISTEN_FDS_START = 3
 READ_TIMEOUT_S = 2
@@ -158,10 +161,16 @@ class DecisionLog(AppendFile):
     """JSON lines, one per decision."""
 
     def __init__(
-        self, path: str, log_allowed: bool, log_values: bool = True, name_client: Callable[[str], str] = str
+        self,
+        path: str,
+        log_allowed: bool,
+        log_values: bool = True,
+        name_client: Callable[[str], str] = str,
+        secret_args: tuple[str, ...] = (),
     ) -> None:
         self.log_allowed = log_allowed
         self.log_values = log_values
+        self.secret = secret_args_pattern(secret_args)
         self.name_client = name_client  # the behavioural layer's hashing, when clients are to be named by a hash
         super().__init__(path, "decision log")
 
@@ -184,10 +193,24 @@ class DecisionLog(AppendFile):
         if self.log_values:
             # The inputs behind the verdict, so that `mlwaf feedback` can turn an
             # operator's judgement into training data (LOGGED_VALUE_CHARS at most each).
+            # A secret (a password-like argument, a cookie, credentials) is never written.
             for reason, logged in zip(reply.reasons, record["reasons"], strict=True):  # type: ignore[call-overload]
-                if reason.value is not None:
+                if reason.value is None:
+                    continue
+                if self.is_secret(reason.source, reason.name):
+                    logged["value_masked"] = True
+                else:
                     logged["value"] = reason.value[:LOGGED_VALUE_CHARS]
         self.append(record)
+
+    def is_secret(self, source: str, name: str) -> bool:
+        """A cookie, a credentials header, or an argument with a password-like name (what
+        was unwrapped from one, ``password:base64``, included)."""
+        if source.startswith("cookie"):
+            return True
+        if source.startswith("header"):
+            return re.split(r"[.:\[]", name, maxsplit=1)[0].lower() in SECRET_HEADERS
+        return self.secret.search(name) is not None
 
 
 class ObservationLog(AppendFile):
@@ -378,6 +401,7 @@ class Pool:
                 settings.log_allowed,
                 settings.log_values,
                 analyzer.behaviour.shown if analyzer.behaviour and settings.behaviour.hash_clients else str,
+                settings.secret_args,
             ),
             ObservationLog(settings.profile.observations),
         ]

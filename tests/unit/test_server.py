@@ -329,6 +329,35 @@ def test_a_late_reply_is_logged_whatever_its_verdict(tmp_path: Path) -> None:
     assert records["slow-attack"]["verdict"] == "block"
 
 
+def test_secrets_never_reach_the_decision_log(tmp_path: Path) -> None:
+    from mlwaf.protocol import Reason  # noqa: PLC0415 - this test alone
+
+    path = tmp_path / "decisions.jsonl"
+    log = DecisionLog(str(path), log_allowed=False, secret_args=("pin",))
+    inputs = [
+        ("body", "username", "admin'--"),
+        ("body", "user_password", "Secret123!;id"),
+        ("json", "login.pass:base64", "Secret123!;id"),
+        ("body", "card_pin", "1234;id"),
+        ("cookie", "PHPSESSID", "abc;id"),
+        ("header", "authorization:jwt", "Bearer x;id"),
+        ("header", "user-agent", "curl;id"),
+    ]
+    reasons = [Reason("attack", "cmdi", 0.99, source, name, value=value) for source, name, value in inputs]
+    log.write(Reply(verdict="block", id="r1", reasons=reasons), None)
+    text = path.read_text()
+    assert "Secret123" not in text
+    assert "1234" not in text, "the operator's own names too"
+    assert "abc;id" not in text
+    assert "Bearer" not in text
+    (record,) = map(json.loads, text.splitlines())
+    logged = {r["name"]: r for r in record["reasons"]}
+    assert logged["username"]["value"] == "admin'--", "what is not a secret stays readable for mlwaf feedback"
+    assert logged["user-agent"]["value"] == "curl;id"
+    assert logged["user_password"]["value_masked"] is True
+    assert "value" not in logged["PHPSESSID"]
+
+
 def test_hung_up_tells_a_closed_client_from_one_that_only_finished_sending() -> None:
     for ending, gone in (("close", True), ("half-close", False), ("stay", False)):
         server, client = socket.socketpair()
