@@ -143,15 +143,20 @@ def test_apache_proxy_mode_with_redirect(tmp_path: Path) -> None:
     assert site.count('ProxyPass "/"') == 1  # only the HTTPS vhost proxies
 
 
-ANALYZER_TEMPLATES = ["etc/systemd/system/mlwaf-analyzer.service", "etc/mlwaf/analyzer.toml"]
+ANALYZER_TEMPLATES = [
+    "etc/systemd/system/mlwaf-analyzer.service",
+    "etc/systemd/system/mlwaf-analyzer.socket",
+    "etc/mlwaf/analyzer.toml",
+]
 
 
-def test_analyzer_unit_stays_off_the_network_unless_redis_or_metrics_need_it(tmp_path: Path) -> None:
+def test_analyzer_unit_stays_off_the_network_unless_redis_needs_it(tmp_path: Path) -> None:
     local = render(tmp_path / "local", "ml_analyzer", ANALYZER_TEMPLATES, {"ml_analyzer_metrics_listen": ""})
     unit = local["mlwaf-analyzer.service"]
     assert "PrivateNetwork=true" in unit
     assert re.search(r"^RestrictAddressFamilies=AF_UNIX$", unit, re.M)
     assert "IPAddressAllow" not in unit
+    assert local["mlwaf-analyzer.socket"].count("ListenStream=") == 1, "no metrics port"
     assert 'redis_url = ""' in local["analyzer.toml"]
     assert 'listen = ""' in local["analyzer.toml"]
     assert 'model = "/var/lib/mlwaf/models/current/flood.json"' in local["analyzer.toml"]
@@ -159,7 +164,12 @@ def test_analyzer_unit_stays_off_the_network_unless_redis_or_metrics_need_it(tmp
     assert settings.score_headers == ("*",)
     metrics = render(tmp_path / "metrics", "ml_analyzer", ANALYZER_TEMPLATES, {})
     unit = metrics["mlwaf-analyzer.service"]
-    assert "PrivateNetwork=false" in unit, "the metrics endpoint is on the host's loopback"
+    # the metrics port is the socket unit's, handed over: the service itself stays off the network
+    assert "PrivateNetwork=true" in unit
+    assert re.search(r"^RestrictAddressFamilies=AF_UNIX$", unit, re.M)
+    assert re.search(
+        r"^ListenStream=/run/mlwaf/analyzer.sock\nListenStream=127.0.0.1:9464$", metrics["mlwaf-analyzer.socket"], re.M
+    )
     assert re.search(r"^IPAddressDeny=any\nIPAddressAllow=127.0.0.0/8\nIPAddressAllow=::1/128$", unit, re.M)
     assert 'listen = "127.0.0.1:9464"' in metrics["analyzer.toml"]
     shared = render(
