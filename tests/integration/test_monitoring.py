@@ -157,6 +157,26 @@ def test_every_log_is_rotated(host) -> None:
     assert "systemctl reload apache2.service" in host.file("/etc/logrotate.d/apache2").content_string
 
 
+def test_logs_past_their_size_cap_are_rotated_within_the_hour(host) -> None:
+    timer = host.check_output("systemctl show logrotate.timer -p TimersCalendar --value")
+    assert "hourly" in timer or "*:00:00" in timer, timer
+    assert host.service("logrotate.timer").is_enabled
+    # two logs filled past the 100 MB cap on the same day they were rotated: the next run
+    # rotates them anyway, and what is left of them stays within the caps
+    logs = ("/var/log/apache2/modsec_audit.log", "/var/log/mlwaf/decisions.jsonl")
+    host.check_output("logrotate -f /etc/logrotate.conf")  # rotated today: only the size cap is left to act
+    for log in logs:
+        host.check_output(f"head -c 150000000 /dev/zero | tr '\\0' a >> {log}")
+    before = int(host.check_output("du -sm /var/log/apache2 /var/log/mlwaf | awk '{s+=$1} END {print s}'"))
+    assert before >= 300
+    host.check_output("systemctl start logrotate.service")
+    for log in logs:
+        assert host.file(log).size < 100_000_000, f"{log} was not rotated past its cap"
+    host.check_output("logrotate -f /etc/logrotate.conf")  # the day after: the big ones get compressed
+    after = int(host.check_output("du -sm /var/log/apache2 /var/log/mlwaf | awk '{s+=$1} END {print s}'"))
+    assert after < 50, f"{after} MB of logs left"
+
+
 def test_status_says_what_is_wrong(host) -> None:
     healthy = host.run("mlwaf status")
     assert healthy.rc == 0, healthy.stdout

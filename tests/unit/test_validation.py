@@ -60,6 +60,8 @@ def test_old_debian_is_refused() -> None:
         ("modsecurity", {"modsecurity_crs_rule_exclusions": [{"id": 942100, "path": "search"}]}, 'must start with "/"'),
         ("modsecurity", {"modsecurity_crs_inbound_anomaly_threshold": 0}, "anomaly thresholds must be positive"),
         ("demo_site", {"demo_site_base_url": "localhost"}, "demo_site_base_url must be an http://"),
+        ("monitoring", {"monitoring_log_max_size": "lots"}, "monitoring_log_max_size a size like 100M"),
+        ("ml_analyzer", {"ml_analyzer_log_max_size": "0"}, "ml_analyzer_log_max_size a size like 100M"),
     ],
 )
 def test_bad_variables_stop_the_play(role: str, variables: dict, message: str) -> None:
