@@ -16,7 +16,8 @@ Each input is read two ways; its first byte chooses which:
 
 Any other exception is a crash, and so is an input that takes longer than
 `-timeout` seconds or memory past `-rss_limit_mb` (defaults here: 2 s and
-1024 MB): libFuzzer stops, writes the input to `crash-<sha1>` (or
+1024 MB; the target checks its own resident memory against 1024 MB every
+1,000 inputs too): libFuzzer stops, writes the input to `crash-<sha1>` (or
 `timeout-`, `oom-`) and exits non-zero. With `-runs=N` it stops after N
 inputs; `-print_final_stats=1` prints the count (`number_of_executed_units`)
 and the peak memory (`peak_rss_mb`). Without a corpus directory on the command
@@ -26,6 +27,7 @@ tests' data) start a corpus in a temporary directory, which is removed after.
 
 from __future__ import annotations
 
+import resource
 import sys
 import tempfile
 from pathlib import Path
@@ -50,6 +52,16 @@ CONTENT_TYPES = (
 )
 SEEDS = Path(__file__).parent / "corpus"
 DEFAULTS = ("-timeout=2", "-rss_limit_mb=1024", "-max_len=16384")
+# The target's own memory bound, on the current resident set: libFuzzer's -rss_limit_mb reads
+# the peak, which a process started from a big one (pytest) inherits across exec.
+RSS_LIMIT_MB = 1024
+CHECK_EVERY = 1000
+runs = 0
+
+
+def resident_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 def protocol(data: bytes) -> None:
@@ -73,6 +85,10 @@ def decoder(data: bytes) -> None:
 
 
 def one_input(data: bytes) -> None:
+    global runs  # noqa: PLW0603 - one counter for the whole run
+    runs += 1
+    if runs % CHECK_EVERY == 0 and resident_mb() > RSS_LIMIT_MB:
+        raise MemoryError(f"resident memory past {RSS_LIMIT_MB} MB after {runs} inputs")
     if not data:
         return
     (protocol if data[0] & 1 else decoder)(data[1:])

