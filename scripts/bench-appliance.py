@@ -106,13 +106,21 @@ class Host:
         if not self.key.exists():
             raise BenchError(f"no test host {name}: run `molecule converge` for its scenario first")
 
-    def run(self, command: str) -> str:
+    def run(self, command: str, stdin: str | None = None) -> str:
+        """`command` on the test host (with `stdin` as its input); its output."""
         ssh = ["ssh", "-q", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
         ssh += ["-i", str(self.key), "-p", str(self.port), "root@127.0.0.1", command]
-        done = subprocess.run(ssh, capture_output=True, text=True, check=False)
+        done = subprocess.run(ssh, input=stdin, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise BenchError(f"on the test host, `{command}` failed: {done.stderr.strip()}")
         return done.stdout
+
+    def converge(self, scenario: str, extra_vars: dict[str, object], log: Path) -> float:
+        """Converge the scenario with `extra_vars`, then stop the performance check (its probes
+        are not the mix); seconds taken."""
+        took = converge(scenario, extra_vars, log)
+        self.run("systemctl stop performance_monitor.timer || true")
+        return took
 
 
 def converge(scenario: str, extra_vars: dict[str, object], log: Path) -> float:
@@ -363,8 +371,7 @@ def main() -> int:
         results = []
         for stack in stacks:
             label, extra = STACKS[stack]
-            took = converge(args.scenario, extra, log)
-            target.run("systemctl stop performance_monitor.timer || true")  # its probes are not the mix
+            took = target.converge(args.scenario, extra, log)
             print(f"{label}: converged in {took:.0f} s, measuring", file=sys.stderr)
             results += [{"stack": stack, **row} for row in bench_stack(target, stack, args)]
         if stacks[-1] != "crs_ml":

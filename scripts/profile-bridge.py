@@ -94,18 +94,16 @@ STEPS: dict[str, tuple[str, str, dict[str, Callable[[str], str]]]] = {
 class Editor:
     """Edits files on the test host in place and puts the originals back."""
 
-    def __init__(self, target: object, key: Path, port: int) -> None:
+    def __init__(self, target: bench.Host) -> None:
         self.target = target
-        self.ssh = ["ssh", "-q", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
-        self.ssh += ["-i", str(key), "-p", str(port), "root@127.0.0.1"]
         self.originals: dict[str, str] = {}
 
     def write(self, path: str, text: str) -> None:
-        subprocess.run([*self.ssh, f"cat > {path}"], input=text, text=True, check=True, capture_output=True)
+        self.target.run(f"cat > {path}", stdin=text)
 
     def apply(self, edits: dict[str, Callable[[str], str]]) -> None:
         for path, change in edits.items():
-            original = self.originals.setdefault(path, self.target.run(f"cat {path}"))  # type: ignore[attr-defined]
+            original = self.originals.setdefault(path, self.target.run(f"cat {path}"))
             self.write(path, change(original))
         self.reload()
 
@@ -116,7 +114,7 @@ class Editor:
         self.reload()
 
     def reload(self) -> None:
-        self.target.run("apache2ctl configtest && systemctl reload apache2 && sleep 1")  # type: ignore[attr-defined]
+        self.target.run("apache2ctl configtest && systemctl reload apache2 && sleep 1")
 
 
 def hottest(data: Path) -> list[dict[str, object]]:
@@ -195,18 +193,15 @@ def main() -> int:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed: `make host-deps` installs it")
-    name, port = bench.host(args.scenario)
     log = bench.BENCH / "converge.log"
     log.write_text("")
     steps = []
     try:
-        target = bench.Host(name, port)
-        editor = Editor(target, target.key, port)
-        bench.converge(args.scenario, bench.STACKS["modsec"][1], log)
-        target.run("systemctl stop performance_monitor.timer || true")
+        target = bench.Host(*bench.host(args.scenario))
+        editor = Editor(target)
+        target.converge(args.scenario, bench.STACKS["modsec"][1], log)
         steps.append(measure(args, "modsec", "ModSecurity, no rules", ""))
-        bench.converge(args.scenario, bench.STACKS["ml"][1], log)
-        target.run("systemctl stop performance_monitor.timer || true")
+        target.converge(args.scenario, bench.STACKS["ml"][1], log)
         with tempfile.TemporaryDirectory() as workdir:
             for step, (label, base, edits) in STEPS.items():
                 try:
@@ -216,7 +211,7 @@ def main() -> int:
                 finally:
                     editor.restore()
         bench.converge(args.scenario, {}, log)  # leave the host as the playbook's defaults make it
-    except (bench.BenchError, subprocess.CalledProcessError) as error:
+    except (bench.BenchError, subprocess.CalledProcessError) as error:  # perf report
         print(f"profile-bridge: {error}", file=sys.stderr)
         return 1
     report = {
