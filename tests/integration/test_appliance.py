@@ -174,3 +174,18 @@ def test_detection_only_logs_but_does_not_block(host, client: Client, detection_
     entries = audit_entries(host, marker)
     assert len(entries) == 1
     assert any(i.startswith("942") for i in rule_ids(entries[0]))
+
+
+def exposure(host, unit: str) -> float:
+    line = host.check_output(f"systemd-analyze security {unit} --no-pager | tail -1")
+    return float(line.split(f"{unit}: ")[1].split()[0])
+
+
+def test_apache_and_php_fpm_run_sandboxed(host) -> None:
+    php = host.check_output("systemctl list-units --type=service --no-legend 'php*-fpm.service' | awk '{print $1}'")
+    assert exposure(host, "apache2.service") <= 5.0
+    assert exposure(host, php) <= 5.0
+    props = host.check_output("systemctl show apache2 -p ProtectSystem -p NoNewPrivileges -p CapabilityBoundingSet")
+    assert "ProtectSystem=strict" in props
+    assert "NoNewPrivileges=yes" in props
+    assert "cap_sys_admin" not in props.lower(), "only what binding, switching user and signalling need"
