@@ -60,6 +60,11 @@ from mlwaf.profile import ProfileError
 from mlwaf.protocol import VERSION, Reply, encode_line, exchange
 from mlwaf.request import Limits, Request, RequestError, from_wire
 from mlwaf.server import safe_analyze, serve
+from mlwaf.tuning.proposal import dump as dump_tuning
+from mlwaf.tuning.proposal import load as load_tuning
+from mlwaf.tuning.propose import Options as TuneOptions
+from mlwaf.tuning.propose import propose
+from mlwaf.tuning.record import RecordError
 
 EXIT_USAGE, EXIT_UNAVAILABLE = 2, 3
 NETWORK_EPOCHS = 12  # mlwaf.neural.NetworkSettings.epochs (not imported: TensorFlow loads slowly)
@@ -517,6 +522,36 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    if args.check:
+        tuning = load_tuning(Path(args.check))
+        print(
+            f"{args.check}: {len(tuning['crs_exclusions'])} CRS exclusion(s), "
+            f"{len(tuning['model_suppressions'])} model suppression(s), all deployable"
+        )
+        return 0
+    if not args.recording:
+        raise RecordError("give the learning period's recording files (or --check FILE)")
+    options = TuneOptions(min_clients=args.min_clients, min_days=args.min_days, crs_score=args.crs_score)
+    proposal = propose([Path(p) for p in args.recording], options)
+    text = dump_tuning(proposal)
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+    tuning = proposal["mlwaf_tuning"]
+    learning = tuning["learning"]
+    skipped = learning["unreadable_lines"]
+    print(
+        f"mlwaf: {len(tuning['crs_exclusions'])} CRS exclusion(s) and {len(tuning['model_suppressions'])} model "
+        f"suppression(s) proposed from {learning['recorded_requests']:,} recorded requests of "
+        f"{learning['client_networks']:,} client networks ({learning['flagged_client_networks']:,} flagged, not "
+        f"counted){f'; {skipped:,} unreadable line(s) skipped' if skipped else ''}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="mlwaf",
@@ -675,6 +710,36 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-libinjection", action="store_true", help="evaluate the model alone")
     p.add_argument("--seed", type=int, default=7, help="the training seed (the test split depends on it)")
     p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser(
+        "tune",
+        help="propose CRS exclusions and model suppressions from a learning period's recording",
+        description="Reads the analyzer's tuning recording ([logs] tuning_record; rotated and .gz files "
+        "too) and writes a proposal (YAML) to review and deploy with playbooks/tune.yml. An entry needs "
+        "many distinct client networks on several days; clients the behavioural layer flagged, or that "
+        "the model would have refused on another parameter, are not counted.",
+    )
+    p.add_argument("recording", nargs="*", help="recording files")
+    p.add_argument("-o", "--output", default="-", help="proposal file to write (default: stdout)")
+    p.add_argument(
+        "--min-clients",
+        type=int,
+        default=TuneOptions.min_clients,
+        help=f"distinct client networks an entry needs (default {TuneOptions.min_clients})",
+    )
+    p.add_argument(
+        "--min-days",
+        type=int,
+        default=TuneOptions.min_days,
+        help=f"distinct days an entry needs (default {TuneOptions.min_days})",
+    )
+    p.add_argument(
+        "--crs-score",
+        type=int,
+        default=TuneOptions.crs_score,
+        help=f"CRS anomaly score from which a request counts as refused (default {TuneOptions.crs_score})",
+    )
+    p.add_argument("--check", metavar="FILE", help="check a (reviewed) proposal can be deployed, and exit")
+    p.set_defaults(func=cmd_tune)
     add_commands(sub)
 
 
@@ -694,6 +759,7 @@ def main(argv: list[str] | None = None) -> int:
         GeoError,
         ReportError,
         LogError,
+        RecordError,
     ) as exc:
         print(f"mlwaf: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -37,8 +37,15 @@ class ModelSettings:
 
 @dataclass(frozen=True)
 class ParamAllow:
+    """An input the attack models leave alone: all of it, or (``families``) for those families only."""
+
     name: str
     path: str = ""  # path prefix; empty: every path
+    endpoint: str = ""  # one endpoint (id-like segments as {id}, mlwaf.profile.endpoint_of); empty: any
+    families: tuple[str, ...] = ()  # attack families not scored on it; empty: the input is not scored at all
+
+    def covers(self, path: str, endpoint: str) -> bool:
+        return path.startswith(self.path) and (not self.endpoint or endpoint == self.endpoint)
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,8 @@ class Settings:
     log_allowed: bool = False
     log_values: bool = True  # the inputs behind a log/block verdict go into the decision log
     secret_args: tuple[str, ...] = ()  # argument names masked there, besides mlwaf.sensitive.SECRET_ARGS
+    # learning for site tuning: flagged requests' shapes are appended here (mlwaf.tuning.record); empty: off
+    tuning_record: str = ""
     max_reasons: int = 3
     # request headers the attack models read (names in lower case; "*": all of them), see mlwaf.inputs
     score_headers: tuple[str, ...] = ("*",)
@@ -199,7 +208,7 @@ def from_dict(raw: dict) -> Settings:
     decision_keys = {"mode", "allow_paths", "allow_params", "allow_networks", "max_reasons", "score_headers"}
     _check_keys(decision, decision_keys, "[decision]")
     _check_keys(limits_raw, {f.name for f in fields(Limits)}, "[limits]")
-    _check_keys(logs, {"decision_log", "log_allowed", "log_values", "secret_args"}, "[logs]")
+    _check_keys(logs, {"decision_log", "log_allowed", "log_values", "secret_args", "tuning_record"}, "[logs]")
 
     models = {name: _model(name, table) for name, table in raw.get("models", {}).items()}
     mode = decision.get("mode", "block")
@@ -209,14 +218,7 @@ def from_dict(raw: dict) -> Settings:
         networks = tuple(ipaddress.ip_network(n, strict=False) for n in decision.get("allow_networks", []))
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"[decision] allow_networks: {exc}") from None
-    params = []
-    for item in decision.get("allow_params", []):
-        if isinstance(item, str):
-            params.append(ParamAllow(item))
-        elif isinstance(item, dict) and isinstance(item.get("name"), str) and set(item) <= {"name", "path"}:
-            params.append(ParamAllow(item["name"], str(item.get("path", ""))))
-        else:
-            raise ConfigError(f"[decision] allow_params entries are names or {{name, path}} tables, got {item!r}")
+    params = [_param_allow(item) for item in decision.get("allow_params", [])]
 
     limit_values = {key: _typed(limits_raw, key, int, "[limits] ") for key in limits_raw}
     if any(v < 1 for v in limit_values.values()):
@@ -238,6 +240,7 @@ def from_dict(raw: dict) -> Settings:
         "secret_args": tuple(
             str(n) for n in (_typed(logs, "secret_args", list, "[logs] ") if "secret_args" in logs else [])
         ),
+        "tuning_record": _typed(logs, "tuning_record", str, "[logs] ") if "tuning_record" in logs else "",
         "max_reasons": _typed(decision, "max_reasons", int, "[decision] ") if "max_reasons" in decision else 3,
         "score_headers": tuple(h.strip().lower() for h in headers),
     }
@@ -255,6 +258,22 @@ def from_dict(raw: dict) -> Settings:
     if settings["workers"] < 0:
         raise ConfigError("[server] workers must be 0 (one per CPU) or more")
     return Settings(**settings)
+
+
+def _param_allow(item: object) -> ParamAllow:
+    where = "[decision] allow_params: "
+    if isinstance(item, str) and item:
+        return ParamAllow(item)
+    if not (isinstance(item, dict) and isinstance(item.get("name"), str) and item["name"]):
+        raise ConfigError(f"{where}entries are names or {{name, path, endpoint, families}} tables, got {item!r}")
+    _check_keys(item, {"name", "path", "endpoint", "families"}, "[decision] allow_params entry")
+    families = item.get("families", [])
+    if not isinstance(families, list) or not all(isinstance(f, str) and f for f in families):
+        raise ConfigError(f"{where}families must be a list of attack family names, got {families!r}")
+    endpoint = item.get("endpoint", "")
+    if not isinstance(endpoint, str) or (endpoint and not endpoint.startswith("/")):
+        raise ConfigError(f"{where}endpoint must be a path beginning with /, got {endpoint!r}")
+    return ParamAllow(item["name"], str(item.get("path", "")), endpoint, tuple(families))
 
 
 def _profile(table: dict) -> ProfileSettings:

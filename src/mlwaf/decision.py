@@ -13,11 +13,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 from mlwaf.behaviour.engine import Behaviour, Judgement
-from mlwaf.config import Settings
+from mlwaf.config import ConfigError, ParamAllow, Settings
 from mlwaf.inputs import model_inputs
 from mlwaf.model import AttackModel, load_model
-from mlwaf.profile import Profile, observe
+from mlwaf.profile import Profile, endpoint_of, observe
 from mlwaf.protocol import Reason, Reply
 from mlwaf.request import Arg, Request
 
@@ -48,6 +51,14 @@ class Analyzer:
             block = (configured and configured.block_threshold) or model.thresholds.get("block", 0.5)
             log = (configured and configured.log_threshold) or model.thresholds.get("log", block)
             self.thresholds[name] = Thresholds(block=block, log=min(log, block))
+        known = {family for model in models.values() for family in model.families}
+        for entry in settings.allow_params:
+            unknown = sorted(set(entry.families) - known)
+            if unknown and models:
+                raise ConfigError(
+                    f"[decision] allow_params {entry.name}: no model has the famil(ies) {', '.join(unknown)}; "
+                    f"they are {', '.join(sorted(known))}"
+                )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Analyzer:
@@ -82,10 +93,35 @@ class Analyzer:
             return False
         return any(address in net for net in self.settings.behaviour.exempt_networks)
 
-    def _args(self, request: Request) -> list[Arg]:
-        """Every argument not allowlisted."""
-        allowed = [p for p in self.settings.allow_params if request.path.startswith(p.path)]
-        return [a for a in request.args if not any(a.name == p.name for p in allowed)]
+    def _allowed(self, request: Request) -> list[ParamAllow]:
+        """The allowlist entries that cover this request's path."""
+        if not self.settings.allow_params:
+            return []
+        endpoint = endpoint_of(request.path)
+        return [p for p in self.settings.allow_params if p.covers(request.path, endpoint)]
+
+    def _args(self, request: Request, allowed: list[ParamAllow] | None = None) -> list[Arg]:
+        """Every argument not allowlisted as a whole."""
+        allowed = self._allowed(request) if allowed is None else allowed
+        return [a for a in request.args if not any(a.name == p.name and not p.families for p in allowed)]
+
+    def _score(
+        self, model: AttackModel, inputs: list[Arg], allowed: list[ParamAllow]
+    ) -> tuple[npt.NDArray[np.float32], list[str]]:
+        """A model's scores and families; on an input with suppressed families (site tuning),
+        what the model gives the other families only."""
+        values = [a.value for a in inputs]
+        scores, families = model.score(values)
+        for entry in allowed:
+            hidden = set(entry.families) & set(model.families)
+            if not hidden:
+                continue
+            mine = [i for i, arg in enumerate(inputs) if _derived_from(arg, entry.name)]
+            if mine:
+                rest, best = model.score_excluding([values[i] for i in mine], hidden)
+                for i, score, family in zip(mine, rest, best, strict=True):
+                    scores[i], families[i] = score, family
+        return scores, families
 
     def inputs(self, request: Request, args: list[Arg] | None = None) -> list[Arg]:
         """What the attack models score of a request (``mlwaf.inputs``): its path, arguments
@@ -107,13 +143,14 @@ class Analyzer:
         if judgement is not None and judgement.banned:  # a ban in force: answered at once, no model asked
             reply.reasons = [Reason("behaviour", judgement.banned, 1.0, "client", judgement.client, "banned")]
             return self._finish(reply, "block", started, judgement)
-        args = self._args(request)
+        allowed = self._allowed(request)
+        args = self._args(request, allowed)
         inputs = self.inputs(request, args)
-        values = [a.value for a in inputs]
+        suppressing = [p for p in allowed if p.families]
         candidates: list[Reason] = []
         verdict = "allow"
         for name, model in self.models.items():
-            scores, families = model.score(values)
+            scores, families = self._score(model, inputs, suppressing)
             top = float(scores.max()) if len(scores) else 0.0
             reply.scores[name] = top
             limits = self.thresholds[name]
@@ -203,6 +240,14 @@ class Analyzer:
         if top >= settings.log_threshold and verdict == "allow":
             return "log"
         return verdict
+
+
+def _derived_from(arg: Arg, name: str) -> bool:
+    """An input that is the argument ``name``'s value or was unwrapped from it (``name.key``,
+    ``name:base64``, ``name>inner``); never the argument's name itself."""
+    if arg.source.endswith("-name"):
+        return False
+    return arg.name == name or (arg.name.startswith(name) and arg.name[len(name)] in ".:>[")
 
 
 def summary(reply: Reply) -> str:

@@ -185,6 +185,16 @@ class AttackModel:
                     cache[value] = found[i]
         return np.array([s for s, _ in found], dtype=np.float32), [f for _, f in found]
 
+    def score_excluding(self, values: list[str], excluded: set[str]) -> tuple[npt.NDArray[np.float32], list[str]]:
+        """Like score, with the ``excluded`` families counted as benign: the probability of the
+        other attack families, and the likeliest of them (not cached: site tuning's few inputs)."""
+        columns = [i for i in self._attack_columns if self.classes[i] not in excluded]
+        if not values or not columns:
+            return np.zeros(len(values), dtype=np.float32), [BENIGN] * len(values)
+        probs = self.probabilities(values)[:, columns]
+        best = probs.argmax(axis=1)
+        return probs.sum(axis=1).clip(0.0, 1.0).astype(np.float32), [self.classes[columns[i]] for i in best]
+
 
 def read_metadata(path: Path, kind: str = KIND, spec: str = SPEC_VERSION) -> dict:
     """A model's metadata, refused unless it is of this ``kind`` and feature ``spec``."""

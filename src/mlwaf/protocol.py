@@ -14,7 +14,9 @@ Request (fields other than ``v`` are optional; unknown fields are ignored)::
      "body": "...",                   # a body no ModSecurity processor parsed (text/plain, ...)
      "content_length": 48, "header_count": 9, "protocol": "HTTP/1.1",
      "client_ip": "203.0.113.7", "ts": 1700000000.25,
-     "cut": false}                    # true: a limit of the bridge kept part of the request out
+     "cut": false,                    # true: a limit of the bridge kept part of the request out
+     "crs": "941100@ARGS:comment 920350@REQUEST_HEADERS:Host",  # learning for site tuning only:
+     "crs_score": 10}                 # the CRS rules that fired, on which variable, and CRS's score
 
 Reply::
 
@@ -46,6 +48,7 @@ and the error is visible to the caller.
 from __future__ import annotations
 
 import json
+import math
 import socket
 from dataclasses import dataclass, field
 
@@ -57,6 +60,8 @@ MAX_MESSAGE_BYTES = 1 << 20
 # Requests whose id starts so are the appliance checking itself (health, performance check):
 # answered like any other, but neither logged nor counted.
 CANARY_PREFIX = "mlwaf-canary-"
+MAX_NUMBER = 1e15  # sizes, counts and times in a message are below this
+MAX_CRS_HITS = 256  # CRS rule matches read from one message (learning for site tuning)
 
 
 class ProtocolError(ValueError):
@@ -157,7 +162,13 @@ def _number(message: dict, key: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ProtocolError(f"{key} must be a number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past a float's range
+        number = math.inf
+    if not math.isfinite(number) or abs(number) > MAX_NUMBER:
+        raise ProtocolError(f"{key} must be a number between -{MAX_NUMBER:.0e} and {MAX_NUMBER:.0e}")
+    return number
 
 
 def _args(raw: object, limits: Limits, anomalies: list[str]) -> list[Arg]:
@@ -170,6 +181,16 @@ def _args(raw: object, limits: Limits, anomalies: list[str]) -> list[Arg]:
         if not (isinstance(item, list) and len(item) == 3 and all(isinstance(x, str) for x in item)):
             raise ProtocolError("each arg must be [source, name, value], all strings")
     return cap_args([Arg(*item) for item in raw], limits, anomalies)
+
+
+def _crs_hits(raw: str) -> tuple[tuple[str, str], ...]:
+    """``"941100@ARGS:q 942100@ARGS:id"`` as (rule id, variable) pairs; malformed items are dropped."""
+    hits = []
+    for item in raw.split()[:MAX_CRS_HITS]:
+        rule, sep, target = item.partition("@")
+        if sep and rule.isdigit() and target:
+            hits.append((rule, target[:256]))
+    return tuple(hits)
 
 
 def parse_request(line: bytes, limits: Limits | None = None) -> Request:
@@ -225,6 +246,8 @@ def parse_request(line: bytes, limits: Limits | None = None) -> Request:
         ts=_number(message, "ts"),
         anomalies=anomalies,
         reported_status=reported,
+        crs_hits=_crs_hits(_string(message, "crs")),
+        crs_score=int(_number(message, "crs_score") or 0),
     )
 
 

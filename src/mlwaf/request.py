@@ -58,6 +58,10 @@ class Request:
     # A status report (protocol "type": "status"): the answer Apache gave to request ``id``
     # of ``client_ip``, for the behavioural layer; nothing to score.
     reported_status: int = 0
+    # Learning for site tuning: the CRS rules that fired (rule id, variable) and the
+    # request's CRS anomaly score, as the bridge read them (``mlwaf.tuning``).
+    crs_hits: tuple[tuple[str, str], ...] = ()
+    crs_score: int = 0
 
 
 class RequestError(ValueError):

@@ -54,6 +54,7 @@ from mlwaf.protocol import (
 from mlwaf.request import Request
 from mlwaf.sensitive import SECRET_HEADERS
 from mlwaf.sensitive import secret_args as secret_args_pattern
+from mlwaf.tuning.record import RecordError, load_key, record
 
 SD_LISTEN_FDS_START = 3
 READ_TIMEOUT_S = 2
@@ -225,6 +226,30 @@ class ObservationLog(AppendFile):
             return  # not scored: nothing says it was allowed on its merits
         if self.fd >= 0 and request is not None and reply.verdict == "allow" and not (reply.error or reply.note):
             self.append(observe(request).as_dict())
+
+
+class TuningLog(AppendFile):
+    """Learning for site tuning: one line per request a CRS rule, an attack model or the
+    behavioural layer flagged (mlwaf.tuning.record), for ``mlwaf tune``. Shapes and
+    hashed clients only, no values; the hashing key lives beside the file."""
+
+    def __init__(self, path: str, blocks: dict[str, float]) -> None:
+        self.blocks = blocks
+        self.key = b""
+        if path:
+            try:
+                self.key = load_key(Path(path + ".key"))
+            except (OSError, RecordError) as exc:
+                log(f"mlwaf: cannot use the tuning recording's key {path}.key: {exc}; nothing is recorded")
+                path = ""
+        super().__init__(path, "tuning recording")
+
+    def write(self, reply: Reply, request: Request | None, unanswered: str = "") -> None:
+        if self.fd < 0 or request is None or unanswered == ABANDONED or reply.error or reply.note:
+            return
+        line = record(request, reply, self.key, self.blocks)
+        if line is not None:
+            self.append(line)
 
 
 def read_line(conn: socket.socket) -> bytes:
@@ -404,6 +429,7 @@ class Pool:
                 settings.secret_args,
             ),
             ObservationLog(settings.profile.observations),
+            TuningLog(settings.tuning_record, {name: t.block for name, t in analyzer.thresholds.items()}),
         ]
         self.metrics = analyzer_metrics(analyzer, settings.worker_count)
         self.children: dict[int, tuple[float, int]] = {}  # pid: started, worker slot (or METRICS_SLOT)

@@ -28,7 +28,7 @@ workers = 3
 [decision]
 mode = "detection-only"
 allow_paths = ["/healthz"]
-allow_params = ["token", { name = "html", path = "/cms/" }]
+allow_params = ["token", { name = "html", path = "/cms/" }, { name = "bio", endpoint = "/u/{id}", families = ["xss"] }]
 allow_networks = ["10.0.0.0/8", "2001:db8::1"]
 [limits]
 max_args = 50
@@ -58,7 +58,11 @@ observations = "/p/observations.jsonl"
     settings = load(path)
     assert settings.workers == 3
     assert settings.mode == "detection-only"
-    assert settings.allow_params == (ParamAllow("token"), ParamAllow("html", "/cms/"))
+    assert settings.allow_params == (
+        ParamAllow("token"),
+        ParamAllow("html", "/cms/"),
+        ParamAllow("bio", endpoint="/u/{id}", families=("xss",)),
+    )
     assert len(settings.allow_networks) == 2
     assert settings.limits.max_args == 50
     assert settings.models["attack"].block_threshold == 0.95
@@ -91,6 +95,10 @@ observations = "/p/observations.jsonl"
         ({"decision": {"mode": "monitor"}}, "mode must be one of"),
         ({"decision": {"allow_networks": ["10.0.0.300/8"]}}, "allow_networks"),
         ({"decision": {"allow_params": [3]}}, "allow_params"),
+        ({"decision": {"allow_params": [{"name": "c", "families": "xss"}]}}, "families must be a list"),
+        ({"decision": {"allow_params": [{"name": "c", "endpoint": "post"}]}}, "endpoint must be a path"),
+        ({"decision": {"allow_params": [{"name": "c", "famillies": ["xss"]}]}}, "unknown setting"),
+        ({"logs": {"tuning_record": 1}}, "tuning_record must be str"),
         ({"models": {"attack": {"path": "/m.json", "block_threshold": 1.5}}}, r"in \(0, 1\]"),
         ({"models": {"attack": {}}}, "needs a path"),
         ({"models": {"attack": {"path": "/m.json", "runtime": "onnx"}}}, "runtime must be one of"),

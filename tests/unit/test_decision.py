@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mlwaf.config import ModelSettings, ParamAllow, ProfileSettings, Settings
+from mlwaf.config import ConfigError, ModelSettings, ParamAllow, ProfileSettings, Settings
 from mlwaf.decision import Analyzer, summary
 from mlwaf.profile import Profile, observe
 from mlwaf.request import Arg, Request
@@ -92,6 +92,38 @@ def test_allowlisted_parameter_is_not_scored() -> None:
     subject = analyzer(allow_params=(ParamAllow("sql", "/admin/"),))
     assert subject.analyze(request(Arg("body", "sql", ATTACK), path="/admin/query")).verdict == "allow"
     assert subject.analyze(request(Arg("body", "sql", ATTACK), path="/public")).verdict == "block"
+
+
+RICH_TEXT = '<p><span style="font-weight:bold">Bold</span> and <font color="red">red</font></p>'
+XSS = "<p>Nice post</p><img src=x onerror=alert(1)>"
+
+
+def test_a_suppressed_family_leaves_the_others_scored() -> None:
+    """Site tuning: xss not scored on /post/{id}'s comment; the same field's SQL injection,
+    the other fields' XSS and other endpoints' XSS are still refused."""
+    subject = analyzer(allow_params=(ParamAllow("comment", endpoint="/post/{id}", families=("xss",)),))
+    assert default_verdict(RICH_TEXT) == "block"  # what the tuning is for
+    tuned = subject.analyze(request(Arg("body", "comment", RICH_TEXT), path="/post/42"))
+    assert tuned.verdict == "allow"
+    assert tuned.scores["attack"] < 0.1
+    sqli = subject.analyze(request(Arg("body", "comment", "<p>Nice</p>" + ATTACK), path="/post/42"))
+    assert (sqli.verdict, sqli.reasons[0].family) == ("block", "sqli")
+    assert subject.analyze(request(Arg("body", "name", XSS), path="/post/42")).verdict == "block"
+    assert subject.analyze(request(Arg("body", "comment", XSS), path="/post/42/edit")).verdict == "block"
+    # unwrapped from the field (JSON inside it) counts as the field; its name does not
+    nested = subject.analyze(
+        request(Arg("body", "comment", '{"html": "' + RICH_TEXT.replace('"', "'") + '"}'), path="/post/7")
+    )
+    assert nested.verdict == "allow"
+
+
+def default_verdict(value: str) -> str:
+    return analyzer().analyze(request(Arg("body", "comment", value), path="/post/42")).verdict
+
+
+def test_a_suppressed_family_no_model_has_is_refused() -> None:
+    with pytest.raises(ConfigError, match="no model has the famil"):
+        analyzer(allow_params=(ParamAllow("comment", families=("xxs",)),))
 
 
 def test_reasons_are_capped() -> None:

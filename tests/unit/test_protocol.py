@@ -61,6 +61,9 @@ def test_minimal_request_and_unknown_fields() -> None:
         (line({"v": 1, "args": [["query", "a", 5]]}), "[source, name, value]"),
         (line({"v": 1, "headers": ["a"]}), "headers must be an object"),
         (line({"v": 1, "ts": "now"}), "ts must be a number"),
+        (b'{"v": 1, "content_length": Infinity}', "content_length must be a number between"),
+        (b'{"v": 1, "ts": 1' + b"0" * 400 + b"}", "ts must be a number between"),
+        (line({"v": 1, "crs_score": [5]}), "crs_score must be a number"),
         (line({"v": 1, "path": 7}), "path must be a string"),
         (b"\xff\xfe\x00", "not JSON"),
         (b"[" * 100000, "not JSON"),
@@ -69,6 +72,13 @@ def test_minimal_request_and_unknown_fields() -> None:
 def test_bad_messages_are_refused_with_a_reason(raw: bytes, why: str) -> None:
     with pytest.raises(ProtocolError, match=why.replace("[", r"\[").replace("]", r"\]")):
         parse_request(raw)
+
+
+def test_crs_hits_for_site_tuning() -> None:
+    request = parse_request(line({"v": 1, "crs": " 941100@ARGS:q junk 12@ @x 942100@ARGS:id", "crs_score": 10}))
+    assert request.crs_hits == (("941100", "ARGS:q"), ("942100", "ARGS:id"))
+    assert request.crs_score == 10
+    assert parse_request(line({"v": 1})).crs_hits == ()
 
 
 def test_oversize_message() -> None:

@@ -25,7 +25,7 @@ from mlwaf.ops.canary import run_canaries
 from mlwaf.ops.health import check, scrape
 from mlwaf.ops.settings import Alerts, MonitoringSettings, Services
 from mlwaf.protocol import VERDICTS, Reply
-from mlwaf.server import DecisionLog, allowed_peers, freeze_heap, handle_line, hung_up, refuse
+from mlwaf.server import DecisionLog, TuningLog, allowed_peers, freeze_heap, handle_line, hung_up, refuse
 
 MODEL = Path(__file__).resolve().parents[2] / "files" / "models" / "attack.json"
 ATTACK = {"v": 1, "id": "r1", "path": "/s", "args": [["query", "q", "1 union select password from users--"]]}
@@ -469,3 +469,37 @@ def test_any_bytes_get_a_valid_reply(analyzer: Analyzer, data: bytes) -> None:
     reply, _ = handle_line(analyzer, data)
     assert reply.verdict in VERDICTS
     json.loads(reply.encode())
+
+
+def test_the_tuning_recording_keeps_flagged_requests_shapes(tmp_path: Path) -> None:
+    """Learning for site tuning: a line for a request a model or a CRS rule flagged, with
+    the rules CRS reported through the bridge; none for a quiet one; no value, no address."""
+    settings = Settings(models={"attack": ModelSettings(path=str(MODEL))}, mode="detection-only")
+    subject = Analyzer.from_settings(settings)
+    path = tmp_path / "record.jsonl"
+    recording = TuningLog(str(path), {"attack": subject.thresholds["attack"].block})
+    attack = "1' union select password from users--"
+    flagged = line(
+        {
+            "v": 1,
+            "id": "r1",
+            "method": "POST",
+            "path": "/post/42",
+            "args": [["body", "comment", attack]],
+            "client_ip": "198.51.100.7",
+            "crs": "942100@ARGS:comment 901001@TX:x",
+            "crs_score": 5,
+        }
+    )
+    quiet = line({"v": 1, "id": "r2", "path": "/", "args": [["query", "q", "shoes"]], "client_ip": "198.51.100.7"})
+    for message in (flagged, quiet):
+        reply, request = handle_line(subject, message)
+        recording.write(reply, request)
+    (record,) = [json.loads(text) for text in path.read_text().splitlines()]
+    assert record["e"] == "/post/{id}"
+    assert record["crs"] == [["942100", "ARGS:comment"]]
+    assert record["ml"][0][:4] == ["attack", "sqli", "body", "comment"]
+    assert record["ml"][0][5] == 1
+    assert attack not in path.read_text()
+    assert "198.51.100" not in path.read_text()
+    assert (tmp_path / "record.jsonl.key").stat().st_mode & 0o777 == 0o600
