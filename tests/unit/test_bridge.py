@@ -33,6 +33,7 @@ local vars = {
   REMOTE_ADDR = "203.0.113.9", TIME_EPOCH = "1700000000", REQUEST_PROTOCOL = "HTTP/1.1",
   REQBODY_PROCESSOR = PROCESSOR, REQUEST_BODY = BODY, ["tx.mlwaf_xml"] = XML,
   ["tx.mlwaf_native"] = NATIVE, ["tx.mlwaf_socket"] = SOCKET, ["tx.mlwaf_timeout_ms"] = TIMEOUT_MS,
+  ["tx.mlwaf_crs"] = CRS, ["tx.anomaly_score"] = "10",
 }
 local collections = {
   ARGS_GET = { { name = "ARGS_GET:q", value = "1" } },
@@ -87,6 +88,7 @@ def run_bridge(
     native: Path | None = None,
     sock: Path | None = None,
     timeout_ms: int = 50,
+    crs: str | None = None,
 ) -> tuple[bytes, str]:
     """The bridge's message and the TX variables it set (stderr lines ``setvar name=value``);
     ModSecurity gives an empty REQBODY_PROCESSOR when none parsed the body. With `native`
@@ -96,6 +98,7 @@ def run_bridge(
         f"PROCESSOR = {json.dumps(processor)}\nBODY = {lua_string(body)}\nXML = {lua_string(xml)}\n"
         f"REPLY = {json.dumps(reply)}\nODD = {lua_string(odd)}\nNATIVE = {lua_string(native and str(native))}\n"
         f"SOCKET = {lua_string(sock and str(sock))}\nTIMEOUT_MS = {json.dumps(str(timeout_ms))}\n"
+        f"CRS = {lua_string(crs)}\n"
     )
     result = subprocess.run(
         [LUA, "-", str(BRIDGE)], input=setup + HARNESS, capture_output=True, text=True, check=True, timeout=30
@@ -126,6 +129,15 @@ def test_the_bridge_sends_json_arguments_every_header_and_an_unparsed_body() -> 
     assert [a for a in xml.args if a.source == "xml"] == [Arg("xml", "", "`id`"), Arg("xml", "", "a b")]
     padded = parse_request(bridge_message("XML", xml="tea<|>" * 1500 + "`id`<|>"))
     assert Arg("xml", "", "`id`") in padded.args, "plain pieces do not count against the bridge's argument limit"
+
+
+@pytest.mark.skipif(LUA is None, reason="lua5.1 is not installed (make host-deps)")
+def test_while_learning_the_bridge_reports_the_crs_rules_that_fired() -> None:
+    learning = parse_request(run_bridge("URLENCODED", "q=1", crs=' 941100@ARGS:q 920350@REQUEST_HEADERS:Host "x')[0])
+    assert learning.crs_hits == (("941100", "ARGS:q"), ("920350", "REQUEST_HEADERS:Host"))
+    assert learning.crs_score == 10
+    message = run_bridge("URLENCODED", "q=1")[0]
+    assert b'"crs"' not in message, "nothing about CRS when the appliance is not learning"
 
 
 @pytest.mark.skipif(LUA is None, reason="lua5.1 is not installed (make host-deps)")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import ROLES_DIR, run_playbook
 
-from mlwaf.config import from_dict
+from mlwaf.config import ParamAllow, from_dict
 from mlwaf.ops.settings import load_monitoring
 
 MODSEC_TEMPLATES = [
@@ -255,3 +255,48 @@ def test_crs_blocks_after_the_analyzer_with_the_model_as_second_opinion(tmp_path
     off = analyzer_rules(tmp_path / "off", {"ml_analyzer_crs_arbitration": False})
     assert "id:1017" not in off, "CRS blocks on its own"
     assert "id:1020" not in off
+
+
+TUNED_EXCLUSIONS = [
+    {"rule": 941160, "endpoint": "/comment.php", "target": "ARGS:comment", "evidence": {"clients": 31, "days": 3}},
+    {"rule": 942100, "endpoint": "/post/{id}.json", "target": "ARGS:json.body", "evidence": {}},
+]
+
+
+def test_a_site_tuning_becomes_narrow_crs_exclusions(tmp_path: Path) -> None:
+    overrides = {"__modsecurity_crs_version": {"stdout": "3.3.4-1"}, "__modsecurity_tuned_exclusions": TUNED_EXCLUSIONS}
+    before = render(tmp_path, "modsecurity", MODSEC_TEMPLATES, overrides)["REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf"]
+    assert "# 31 client networks on 3 days" in before
+    assert 'SecRule REQUEST_FILENAME "@streq /comment.php"' in before
+    assert '"id:10500,phase:1,pass,nolog,t:none,\\\n    ctl:ruleRemoveTargetById=941160;ARGS:comment"' in before
+    pattern = before.split('SecRule REQUEST_FILENAME "@rx ', 1)[1].split('"', 1)[0]
+    assert pattern == r"^/post/[^/]+\.json$"
+    assert re.fullmatch(pattern, "/post/42.json")
+    assert not re.fullmatch(pattern, "/post/42/x.json")
+    assert "ctl:ruleRemoveTargetById=942100;ARGS:json.body" in before
+    assert "ruleRemoveById" not in before.split("# Site tuning")[1], "a tuning never removes a whole rule"
+
+
+def test_learning_records_crs_matches_and_tuned_suppressions_reach_the_settings(tmp_path: Path) -> None:
+    ids = {"stdout_lines": ["920350", "941011", "941160", "942100", "944018"]}
+    rules = analyzer_rules(tmp_path / "rules", {"ml_analyzer_tuning_record": True, "__ml_analyzer_crs_rule_ids": ids})
+    updated = re.findall(r"^SecRuleUpdateActionById (\d+) ", rules, re.M)
+    assert updated == ["920350", "941160", "942100"], "the paranoia-level skips are left alone"
+    assert "setvar:'tx.mlwaf_crs=%{tx.mlwaf_crs} %{rule.id}@%{matched_var_name}'" in rules
+    assert "SecRuleUpdateActionById" not in analyzer_rules(tmp_path / "off", {"__ml_analyzer_crs_rule_ids": ids})
+    suppressions = [{"endpoint": "/comment.php", "param": "comment", "family": "xss", "evidence": {"clients": 31}}]
+    overrides = {
+        "ml_analyzer_tuning_record": True,
+        "__ml_analyzer_tuned_params": suppressions,
+        "ml_analyzer_allow_params": ["token", {"name": "html", "path": "/cms/"}],
+    }
+    files = render(tmp_path / "settings", "ml_analyzer", [*ANALYZER_TEMPLATES, "etc/logrotate.d/mlwaf"], overrides)
+    settings = from_dict(tomllib.loads(files["analyzer.toml"]))
+    assert settings.allow_params == (
+        ParamAllow("token"),
+        ParamAllow("html", "/cms/"),
+        ParamAllow("comment", endpoint="/comment.php", families=("xss",)),
+    )
+    assert settings.tuning_record == "/var/lib/mlwaf/tuning/record.jsonl"
+    assert "ReadWritePaths=/var/lib/mlwaf/tuning" in files["mlwaf-analyzer.service"]
+    assert "/var/lib/mlwaf/tuning/record.jsonl {" in files["mlwaf"]

@@ -19,7 +19,7 @@ from mlwaf.tuning.record import RecordError
 
 VERSION = 1
 FAMILY = re.compile(r"[a-z]{1,32}")
-ENDPOINT = re.compile(r"/[A-Za-z0-9._~%/{}:@+,=!*$()-]{0,511}")
+ENDPOINT = re.compile(r"/(?:[A-Za-z0-9._~%/:@+,=!*$()-]|\{id\}){0,511}")  # braces only as {id}
 TARGET = re.compile(
     r"(?:ARGS|ARGS_GET|ARGS_POST|ARGS_NAMES|REQUEST_COOKIES|REQUEST_COOKIES_NAMES|"
     r"REQUEST_HEADERS|XML):[A-Za-z0-9._\-\[\]/@*()]{1,200}"

@@ -123,6 +123,16 @@ local function headers()
   return out, #all, length
 end
 
+-- Learning for site tuning (ml_analyzer_tuning_record): the CRS rules that fired, as
+-- "id@VARIABLE" words the rules of ml-analyzer.conf collect in tx.mlwaf_crs, and CRS's
+-- anomaly score; nothing when the appliance is not learning.
+local function learning()
+  local hits = m.getvar("tx.mlwaf_crs", "none")
+  if not hits then return "" end
+  return ',"crs":' .. quote(cut(hits, MAX_BODY))
+    .. ',"crs_score":' .. (tonumber(m.getvar("tx.anomaly_score", "none")) or 0)
+end
+
 local function message()
   partial = false
   -- a body no processor parsed (text/plain, ...): ModSecurity keeps it when rule 1013 asked
@@ -145,6 +155,7 @@ local function message()
     ',"protocol":', quote(var("REQUEST_PROTOCOL")),
     ',"client_ip":', quote(var("REMOTE_ADDR")),
     ',"ts":', tonumber(var("TIME_EPOCH")) or 0,
+    learning(),
     "}\n",
   })
 end
