@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from mlwaf.behaviour.engine import Behaviour, Judgement
 from mlwaf.config import ConfigError, ParamAllow, Settings
-from mlwaf.inputs import model_inputs
+from mlwaf.inputs import generic_name, model_inputs
 from mlwaf.model import AttackModel, load_model
 from mlwaf.profile import Profile, endpoint_of, observe
 from mlwaf.protocol import Reason, Reply
@@ -244,10 +244,11 @@ class Analyzer:
 
 def _derived_from(arg: Arg, name: str) -> bool:
     """An input that is the argument ``name``'s value or was unwrapped from it (``name.key``,
-    ``name:base64``, ``name>inner``); never the argument's name itself."""
+    ``name:base64``, ``name>inner``), any JSON array element alike; never the argument's name itself."""
     if arg.source.endswith("-name"):
         return False
-    return arg.name == name or (arg.name.startswith(name) and arg.name[len(name)] in ".:>[")
+    mine, name = generic_name(arg.name), generic_name(name)
+    return mine == name or (mine.startswith(name) and mine[len(name)] in ".:>[")
 
 
 def summary(reply: Reply) -> str:

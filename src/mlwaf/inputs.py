@@ -42,6 +42,7 @@ _URL = re.compile(r"(?:[a-z][a-z0-9+.-]{1,15}:)?//[^/?#\s]+", re.IGNORECASE)  # 
 _QUERYLIKE = re.compile(r"[\w.\[\]-]+=[^&]*(?:&[\w.\[\]-]+=[^&]*)+")
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
 _CHARACTER_KINDS = (re.compile(r"\d"), re.compile("[a-z]"), re.compile("[A-Z]"))  # a token mixes two of them
+_ARRAY_INDEX = re.compile(r"\barray_\d+\b")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 # Headers checked structurally: a value that fully matches its grammar cannot carry markup,
@@ -341,3 +342,9 @@ def model_inputs(request: Request, args: list[Arg], limits: Limits, headers: Ite
             request.anomalies.append("inputs_truncated")
     cap = limits.max_value_chars
     return [a if len(a.value) <= cap else Arg(a.source, a.name, a.value[:cap]) for a in out]
+
+
+def generic_name(name: str) -> str:
+    """An input's name with its JSON array positions as ``array_*`` (``items.array_3.text`` ->
+    ``items.array_*.text``): the same field of every element, for allowlists and site tuning."""
+    return _ARRAY_INDEX.sub("array_*", name)

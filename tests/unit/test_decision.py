@@ -115,6 +115,9 @@ def test_a_suppressed_family_leaves_the_others_scored() -> None:
         request(Arg("body", "comment", '{"html": "' + RICH_TEXT.replace('"', "'") + '"}'), path="/post/7")
     )
     assert nested.verdict == "allow"
+    elements = analyzer(allow_params=(ParamAllow("items.array_*.html", endpoint="/post/{id}", families=("xss",)),))
+    body = Arg("json", "items.array_3.html", RICH_TEXT)
+    assert elements.analyze(request(body, path="/post/7")).verdict == "allow", "every element alike"
 
 
 def default_verdict(value: str) -> str:

@@ -213,3 +213,14 @@ def test_a_proposal_round_trips_and_a_bad_one_is_refused(tmp_path: Path) -> None
     path.write_text("a: [\n")
     with pytest.raises(TuningError, match="not YAML"):
         load(path)
+
+
+def test_json_array_elements_are_one_parameter(tmp_path: Path) -> None:
+    lines = [
+        flagged_line(f"198.{i}.0.7", START + (i % 3) * DAY, param=f"messages.array_{i % 4}.content", family="cmdi")
+        for i in range(30)
+    ]
+    (suppression,) = propose([write(tmp_path, lines)])["mlwaf_tuning"]["model_suppressions"]
+    assert suppression["param"] == "messages.array_*.content"
+    assert suppression["evidence"]["clients"] == 30
+    assert "?" not in suppression["evidence"]["shapes"][0]

@@ -24,7 +24,7 @@ TARGET = re.compile(
     r"(?:ARGS|ARGS_GET|ARGS_POST|ARGS_NAMES|REQUEST_COOKIES|REQUEST_COOKIES_NAMES|"
     r"REQUEST_HEADERS|XML):[A-Za-z0-9._\-\[\]/@*()]{1,200}"
 )
-PARAM = re.compile(r"[A-Za-z0-9._\-\[\]:>]{1,200}")
+PARAM = re.compile(r"[A-Za-z0-9._\-\[\]:>*]{1,200}")  # array_* stands for any element
 
 
 class TuningError(RecordError):

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlwaf.files import text_lines
+from mlwaf.inputs import generic_name
 from mlwaf.tuning.proposal import VERSION, unsafe
 from mlwaf.tuning.record import SPEC, RecordError, crs_target_name
 
@@ -115,7 +116,7 @@ def _model_keys(line: dict) -> Iterator[tuple]:
     for reason in line.get("ml", []):
         if isinstance(reason, list) and len(reason) == 6 and reason[5] == 1 and reason[3]:
             model, family, source, name = (str(x) for x in reason[:4])
-            yield ("model", line["e"], model, family, source, name)
+            yield ("model", line["e"], model, family, source, generic_name(name))
 
 
 def _place(key: tuple) -> tuple[str, str]:

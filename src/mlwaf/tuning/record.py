@@ -19,6 +19,7 @@ import secrets
 import time
 from pathlib import Path
 
+from mlwaf.inputs import generic_name
 from mlwaf.profile import char_classes, endpoint_of
 from mlwaf.protocol import Reply
 from mlwaf.request import Request
@@ -83,7 +84,7 @@ def record(request: Request, reply: Reply, key: bytes, blocks: dict[str, float])
     shapes: dict[str, list[object]] = {}
     for reason in models:
         if reason.value is not None:
-            shapes[f"{reason.source}:{reason.name}"] = _shape(reason.value)
+            shapes[f"{reason.source}:{generic_name(reason.name)}"] = _shape(reason.value)
     for _, target in crs:
         name = crs_target_name(target)
         if name in values:

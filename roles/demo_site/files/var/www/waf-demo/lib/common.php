@@ -25,7 +25,8 @@ function page_header(string $title): void
     echo '<div class="banner">DEMO APPLICATION - deliberately vulnerable (SQL injection, XSS). ';
     echo 'It exists to show the WAF at work. Never expose it without the WAF in front.</div>';
     echo '<nav><a href="index.php">Home</a> <a href="login.php">Login</a> ';
-    echo '<a href="search.php">Search</a> <a href="test.php">Attack simulation</a></nav>';
+    echo '<a href="search.php">Search</a> <a href="comment.php">Comments</a> ';
+    echo '<a href="test.php">Attack simulation</a></nav>';
     echo '<main><h1>' . h($title) . '</h1>';
 }
 

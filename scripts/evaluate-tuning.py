@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""Site tuning on replayed real sites, the model's side: learn on a site's first half, tune, score its second half.
+
+    .venv/bin/python scripts/evaluate-tuning.py [--data ../shared/datasets] [--min-clients 3]
+
+Sites: the real-traffic sources held back from training and calibration's threshold
+search alike (``mlwaf.traffic`` roles calibration and test) on which the shipped model
+refuses benign requests. For each, in the order the source recorded them:
+
+* the learning period: the first half through the analyzer in detection-only mode,
+  every flagged request written as a recording line (``mlwaf.tuning.record``). The
+  recordings hold no client addresses, so each request is given a client of its own,
+  in its own network, and the half is spread over three days;
+* ``mlwaf tune`` on those lines (``--min-clients``; the appliance's default of 20 is
+  more than most of these recordings have requests at one place, and is reported too);
+* the second half, refused before and after the proposal's model suppressions;
+* planted attacks: held-out payloads (HttpParams' test file, payloads-extra's held-back
+  repositories) as the value of each tuned parameter, and of a parameter of their own on
+  the same endpoint, refused before and after.
+
+CRS's side (exclusions) needs the live appliance: the Molecule scenarios check it end
+to end (tests/integration/test_tuning.py). Writes bench/tuning.md and bench/tuning.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from mlwaf.config import ModelSettings, ParamAllow, Settings
+from mlwaf.datasets import FAMILIES, extra_payloads, httpparams
+from mlwaf.decision import Analyzer
+from mlwaf.request import Arg, Request
+from mlwaf.traffic import RealRequest, real_requests, role
+from mlwaf.tuning.propose import DAY, Options, propose
+from mlwaf.tuning.record import record
+
+PROJECT = Path(__file__).resolve().parents[1]
+MODEL = PROJECT / "files" / "models" / "attack.json"
+START = 1_764_547_200  # 2025-12-01, midnight UTC
+KEY = b"evaluate-tuning!"
+PLANTED_PER_FAMILY = 300
+
+
+def analyzer(mode: str = "block", allow: tuple[ParamAllow, ...] = ()) -> Analyzer:
+    settings = Settings(models={"attack": ModelSettings(path=str(MODEL))}, mode=mode, allow_params=allow)
+    return Analyzer.from_settings(settings)
+
+
+def refused(subject: Analyzer, requests: list[Request]) -> int:
+    return sum(subject.analyze(r).verdict == "block" for r in requests)
+
+
+def learn(site: list[Request], tmp: Path) -> Path:
+    """The recording of a learning period on ``site``: one client per request, three days."""
+    watcher = analyzer("detection-only")
+    blocks = {"attack": watcher.thresholds["attack"].block}
+    lines = []
+    for number, request in enumerate(site):
+        client = f"10.{number // 250 % 250}.{number % 250}.1"
+        when = START + (number * 3 // max(len(site), 1)) * DAY + number
+        replayed = dataclasses.replace(request, client_ip=client, ts=float(when))
+        line = record(replayed, watcher.analyze(replayed), KEY, blocks)
+        if line is not None:
+            lines.append(json.dumps(line))
+    path = tmp / "record.jsonl"
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return path
+
+
+def planted(entry: dict, payloads: dict[str, list[str]], own_name: bool) -> dict[str, list[Request]]:
+    """Requests to the tuned endpoint carrying each held-out payload, per family: as the tuned
+    parameter's value, or (``own_name``) as a parameter of its own."""
+    path = entry["endpoint"].replace("{id}", "7")
+    name = "planted" if own_name else entry["param"]
+    source = "query" if own_name else entry["source"]
+    return {
+        family: [Request(method="POST", path=path, args=[Arg(source, name, text)]) for text in texts]
+        for family, texts in payloads.items()
+    }
+
+
+def held_out_payloads(data: Path) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = defaultdict(list)
+    for sample in httpparams(data, "test") + extra_payloads(data)[1]:
+        if sample.family != "benign" and len(found[sample.family]) < PLANTED_PER_FAMILY:
+            found[sample.family].append(sample.text)
+    return dict(found)
+
+
+def evaluate_site(source: str, site: list[RealRequest], options: Options, payloads: dict, tmp: Path) -> dict | None:
+    requests = [real.request for real in site]
+    half = len(requests) // 2
+    first, second = requests[:half], requests[half:]
+    plain = analyzer()
+    before = refused(plain, second)
+    if not refused(plain, first):
+        return None
+    recording = learn(first, tmp)
+    tuning = propose([recording], options)["mlwaf_tuning"]
+    default = propose([recording])["mlwaf_tuning"]
+    entries = tuning["model_suppressions"]
+    allow = tuple(ParamAllow(e["param"], endpoint=e["endpoint"], families=(e["family"],)) for e in entries)
+    tuned = analyzer(allow=allow) if allow else plain
+    after = refused(tuned, second)
+    attacks = []
+    for entry in entries:
+        for own_name in (False, True):
+            for family, batch in planted(entry, payloads, own_name).items():
+                attacks.append(
+                    {
+                        "endpoint": entry["endpoint"],
+                        "param": "(a parameter of its own)" if own_name else entry["param"],
+                        "suppressed": entry["family"] if not own_name else "",
+                        "family": family,
+                        "count": len(batch),
+                        "before": refused(plain, batch),
+                        "after": refused(tuned, batch),
+                    }
+                )
+    return {
+        "source": source,
+        "requests": len(requests),
+        "learned_refused": refused(plain, first),
+        "second_half": len(second),
+        "refused_before": before,
+        "refused_after": after,
+        "suppressions": [{k: e[k] for k in ("endpoint", "param", "family")} | e["evidence"] for e in entries],
+        "suppressions_at_default_thresholds": len(default["model_suppressions"]),
+        "planted": attacks,
+    }
+
+
+def markdown(results: list[dict], options: Options, started: str) -> str:
+    before = sum(r["refused_before"] for r in results)
+    after = sum(r["refused_after"] for r in results)
+    lines = [
+        "# Site tuning on replayed real sites (model side)",
+        "",
+        f"{started}, `.venv/bin/python scripts/evaluate-tuning.py --min-clients {options.min_clients}`"
+        f" (min-days {options.min_days}), model `{MODEL.name}`.",
+        "Learning on each site's first half (one client per request, three days), tuned with"
+        " `mlwaf tune`, scored on its second half.",
+        "",
+        "| site | requests | refused in the first half | second half | refused before | refused after |"
+        " suppressions (default thresholds) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['source']} | {r['requests']:,} | {r['learned_refused']} | {r['second_half']:,} |"
+            f" {r['refused_before']} | {r['refused_after']} | {len(r['suppressions'])}"
+            f" ({r['suppressions_at_default_thresholds']}) |"
+        )
+    fall = f"{(before - after) / before:.0%}" if before else "n/a"
+    lines += ["", f"**False positives on the second halves: {before} before, {after} after ({fall} fewer).**", ""]
+    lines += [
+        "## Planted attacks at the tuned endpoints",
+        "",
+        "| endpoint | parameter | suppressed | family | payloads | refused before | refused after | kept |",
+        "|---|---|---|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        for a in r["planted"]:
+            kept = f"{a['after'] / a['before']:.1%}" if a["before"] else "n/a"
+            lines.append(
+                f"| {a['endpoint']} | {a['param']} | {a['suppressed'] or '-'} | {a['family']} | {a['count']} |"
+                f" {a['before']} | {a['after']} | {kept} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=str(PROJECT.parent / "shared" / "datasets"))
+    parser.add_argument("--min-clients", type=int, default=3)
+    parser.add_argument("--min-days", type=int, default=2)
+    parser.add_argument("--out", default=str(PROJECT / "bench"))
+    args = parser.parse_args()
+    data = Path(args.data)
+    options = Options(min_clients=args.min_clients, min_days=args.min_days)
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    sites: dict[str, list[RealRequest]] = defaultdict(list)
+    for real in real_requests(data):
+        if role(real.source) != "train":
+            sites[real.source].append(real)
+    if not sites:
+        print(f"no real traffic under {data}", file=sys.stderr)
+        return 2
+    payloads = held_out_payloads(data)
+    print(f"{len(sites)} held-back sites; planted payloads: {Counter({f: len(p) for f, p in payloads.items()})}")
+    tmp = Path(args.out) / ".tuning-records"
+    tmp.mkdir(parents=True, exist_ok=True)
+    results = []
+    for source, site in sorted(sites.items()):
+        result = evaluate_site(source, site, options, payloads, tmp)
+        if result is not None:
+            results.append(result)
+            print(
+                f"{source}: refused {result['refused_before']} -> {result['refused_after']} of {result['second_half']}"
+            )
+    out = Path(args.out)
+    (out / "tuning.json").write_text(json.dumps({"date": started, "families": FAMILIES, "sites": results}, indent=1))
+    text = markdown(results, options, started)
+    (out / "tuning.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
