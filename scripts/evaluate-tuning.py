@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -194,12 +195,12 @@ def main() -> int:
         return 2
     payloads = held_out_payloads(data)
     print(f"{len(sites)} held-back sites; planted payloads: {Counter({f: len(p) for f, p in payloads.items()})}")
-    tmp = Path(args.out) / ".tuning-records"
-    tmp.mkdir(parents=True, exist_ok=True)
     results = []
-    for source, site in sorted(sites.items()):
-        result = evaluate_site(source, site, options, payloads, tmp)
-        if result is not None:
+    with tempfile.TemporaryDirectory(prefix="mlwaf-tuning-") as tmp:
+        for source, site in sorted(sites.items()):
+            result = evaluate_site(source, site, options, payloads, Path(tmp))
+            if result is None:
+                continue
             results.append(result)
             print(
                 f"{source}: refused {result['refused_before']} -> {result['refused_after']} of {result['second_half']}"
