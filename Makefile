@@ -8,7 +8,7 @@ BIN       := $(VENV)/bin
 SCENARIOS ?= default trixie cluster
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help host-deps venv demo demo-destroy test lint unit molecule wheel bench profile-bridge bench-analyzer fuzz bench-behaviour evaluate evaluate-appliance evaluate-tuning clean-cache
+.PHONY: help host-deps venv demo demo-destroy test lint unit molecule wheel bench profile-bridge bench-analyzer fuzz bench-behaviour evaluate evaluate-appliance evaluate-tuning evaluate-tuning-appliance clean-cache
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -77,6 +77,10 @@ evaluate-appliance: host-deps venv ## CRS PL1/PL2, ML and CRS+ML through the liv
 
 evaluate-tuning: venv ## Site tuning on replayed real sites, the model's side (needs ../shared/datasets); writes bench/tuning.*
 	$(BIN)/python scripts/evaluate-tuning.py --data ../shared/datasets
+
+evaluate-tuning-appliance: host-deps venv ## Site tuning through the live test host: learning, mlwaf tune, replay (needs ../shared/datasets); writes bench/tuning-appliance.*
+	molecule converge -s default
+	$(BIN)/python scripts/evaluate-tuning-appliance.py --data ../shared/datasets
 
 clean-cache: ## Drop the cached Debian root filesystems and packages
 	rm -rf "$${MLWAF_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/mlwaf}"

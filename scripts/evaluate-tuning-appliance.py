@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""Site tuning through the live appliance: learning on real sites' first halves, mlwaf tune, their second halves.
+
+    .venv/bin/python scripts/evaluate-tuning-appliance.py [--data ../shared/datasets] [--min-clients 3]
+
+The Molecule scenario's host must be up (`molecule converge -s default`). Sites: the
+real-traffic sources held back from training (``mlwaf.traffic``), up to
+``--per-site`` requests each, in the order the source recorded them, replayed with
+their own method, headers and body:
+
+1. learning: the scenario converged with CRS in DetectionOnly, the analyzer in
+   detection-only and the recording on; every site's first half sent, each request
+   from a loopback address of its own network (``127.N.S.1``: the recordings hold no
+   client addresses). The recording's lines are then spread over three days by their
+   order (a replay lasts minutes) and ``mlwaf tune`` proposes a tuning;
+2. the default stack: every second half, and planted attacks (held-out payloads as the
+   value of each tuned plain argument, and of an argument of their own, on the tuned
+   endpoint), refused (HTTP 403) or not;
+3. the same with the proposal installed as the deployed tuning;
+4. the host converged back without a tuning.
+
+Writes bench/tuning-appliance.md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import importlib.util
+import json
+import sys
+import time
+import urllib.parse
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from mlwaf.evaluate import _HEADER_NAME, _HOP_HEADERS, _URL_SAFE
+from mlwaf.traffic import SITE_LISTS, real_requests, role
+from mlwaf.tuning.proposal import dump
+from mlwaf.tuning.propose import DAY, Options, propose
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("bench_appliance", ROOT / "scripts" / "bench-appliance.py")
+bench = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+sys.modules["bench_appliance"] = bench
+_spec.loader.exec_module(bench)  # type: ignore[union-attr]
+_tuning = importlib.util.spec_from_file_location("evaluate_tuning", ROOT / "scripts" / "evaluate-tuning.py")
+offline = importlib.util.module_from_spec(_tuning)  # type: ignore[arg-type]
+_tuning.loader.exec_module(offline)  # type: ignore[union-attr]
+
+RECORD = "/var/lib/mlwaf/tuning/record.jsonl"
+TUNING = "/etc/mlwaf/tuning/current.yml"
+LEARNING = {
+    "modsecurity_engine_mode": "DetectionOnly",
+    "ml_analyzer_mode": "detection-only",
+    "ml_analyzer_tuning_record": True,
+}
+PLAIN_ARG = "ARGS:"
+
+
+def send(record: dict, source: str, host_header: str) -> int:
+    """One recorded request from ``source`` to the appliance on loopback port 80; its status."""
+    path = urllib.parse.quote(str(record.get("path") or "/"), safe=_URL_SAFE)
+    headers = {
+        k: str(v).encode("latin-1", "replace").decode("latin-1")
+        for k, v in (record.get("headers") or {}).items()
+        if k.lower() not in _HOP_HEADERS and _HEADER_NAME.fullmatch(k)
+    }
+    headers["Host"] = host_header
+    body = str(record.get("body") or "").encode("utf-8", "surrogateescape") or None
+    conn = http.client.HTTPConnection("127.0.0.1", 80, timeout=30, source_address=(source, 0))
+    try:
+        conn.request(str(record.get("method") or "GET"), path, body, headers)
+        return conn.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return 0
+    finally:
+        conn.close()
+
+
+def send_all(batch: list[tuple[dict, str]], host_header: str) -> list[int]:
+    with ThreadPoolExecutor(16) as pool:
+        return list(pool.map(lambda item: send(item[0], item[1], host_header), batch))
+
+
+def client(site: int, number: int) -> str:
+    return f"127.{number % 250 + 1}.{site % 250}.1"
+
+
+def planted(tuning: dict, payloads: dict[str, list[str]]) -> list[tuple[str, str, str, dict]]:
+    """(entry, argument, family, request) for each payload at each tuned endpoint with a plain
+    argument: as that argument's value and as an argument of its own, sent as a form."""
+    out = []
+    for entry in tuning["crs_exclusions"] + tuning["model_suppressions"]:
+        name = entry.get("param") or entry["target"].removeprefix(PLAIN_ARG)
+        if not entry.get("param") and not entry["target"].startswith(PLAIN_ARG):
+            continue
+        if not name.replace("_", "").replace("-", "").isalnum():
+            continue  # a JSON or nested name: not plantable as a form argument
+        label = f"{entry['endpoint']} {entry.get('rule', entry.get('family'))}"
+        path = entry["endpoint"].replace("{id}", "7")
+        for family, texts in payloads.items():
+            for argument in (name, "planted"):
+                for text in texts:
+                    body = urllib.parse.urlencode({argument: text})
+                    headers = {"content-type": "application/x-www-form-urlencoded"}
+                    out.append(
+                        (label, argument, family, {"method": "POST", "path": path, "headers": headers, "body": body})
+                    )
+    return out
+
+
+def load_sites(data: Path, per_site: int) -> dict[str, list[dict]]:
+    """Up to ``per_site`` recorded requests of each held-back site, in their order."""
+    sites: dict[str, list[dict]] = defaultdict(list)
+    for real in real_requests(data):
+        held_back = role(real.source) != "train" and real.source.partition(":")[0] not in SITE_LISTS
+        if held_back and len(sites[real.source]) < per_site:
+            sites[real.source].append(real.record)
+    return {name: requests for name, requests in sorted(sites.items()) if len(requests) >= 20}
+
+
+def learn(target, args: argparse.Namespace, first: list[tuple[dict, str]], log: Path) -> dict:
+    """The learning period on the host and the proposal made from its recording."""
+    target.run(f"rm -f {RECORD}* {TUNING}")
+    target.converge(args.scenario, LEARNING, log)
+    codes = send_all(first, args.host_header)
+    print(f"learning: {len(first)} requests, statuses {sorted(set(codes))}")
+    lines = [json.loads(line) for line in target.run(f"cat {RECORD}").splitlines() if line.strip()]
+    start = min(line["t"] for line in lines)
+    for number, line in enumerate(lines):  # the replay's minutes stand for three days
+        line["t"] = start + number * 3 // len(lines) * DAY + number
+    recording = ROOT / "bench" / ".tuning-record.jsonl"
+    recording.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    try:
+        return propose([recording], Options(min_clients=args.min_clients, min_days=args.min_days))
+    finally:
+        recording.unlink()
+
+
+def measure(target, args, second: dict[str, list[dict]], attacks: list, log: Path) -> tuple[dict, dict]:
+    """Refusals of each site's second half and of the planted attacks on the stack as converged."""
+    target.converge(args.scenario, {}, log)
+    refused = {}
+    for number, (name, requests) in enumerate(second.items()):
+        batch = [(r, client(number, n)) for n, r in enumerate(requests)]
+        refused[name] = sum(code == 403 for code in send_all(batch, args.host_header))
+    codes = send_all([(a[3], "127.0.0.1") for a in attacks], args.host_header)
+    tally: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for (label, argument, family, _), code in zip(attacks, codes, strict=True):
+        tally[(label, argument, family)][0] += 1
+        tally[(label, argument, family)][1] += code == 403
+    return refused, tally
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets"))
+    parser.add_argument("--scenario", default="default")
+    parser.add_argument("--host-header", default="mlwaf.test")
+    parser.add_argument("--per-site", type=int, default=2000)
+    parser.add_argument("--min-clients", type=int, default=3)
+    parser.add_argument("--min-days", type=int, default=2)
+    args = parser.parse_args()
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    sites = load_sites(Path(args.data), args.per_site)
+    names = list(sites)
+    first = [(r, client(i, n)) for i, s in enumerate(names) for n, r in enumerate(sites[s][: len(sites[s]) // 2])]
+    second = {s: sites[s][len(sites[s]) // 2 :] for s in names}
+    target = bench.Host(*bench.host(args.scenario))
+    log = ROOT / "bench" / "converge.log"
+    try:
+        proposal = learn(target, args, first, log)
+        tuning = proposal["mlwaf_tuning"]
+        print(f"proposal: {len(tuning['crs_exclusions'])} exclusions, {len(tuning['model_suppressions'])} suppressions")
+        attacks = planted(tuning, offline.held_out_payloads(Path(args.data)))
+        refused, kept = {}, {}
+        refused["default"], kept["default"] = measure(target, args, second, attacks, log)
+        target.run(f"mkdir -p {Path(TUNING).parent} && cat > {TUNING}", stdin=dump(proposal))
+        refused["tuned"], kept["tuned"] = measure(target, args, second, attacks, log)
+    finally:
+        target.run(f"rm -f {TUNING}")
+        target.converge(args.scenario, {}, log)
+    results = {"date": started, "sites": names, "options": vars(args), "proposal": tuning, "refused": refused}
+    results["planted"] = [
+        {"entry": k[0], "argument": k[1], "family": k[2], "count": v[0], "default": v[1], "tuned": kept["tuned"][k][1]}
+        for k, v in kept["default"].items()
+    ]
+    (ROOT / "bench" / "tuning-appliance.json").write_text(json.dumps(results, indent=1, default=str))
+    text = report(results, names, second, args, started)
+    (ROOT / "bench" / "tuning-appliance.md").write_text(text)
+    print(text)
+    return 0
+
+
+def report(results: dict, names: list[str], second: dict, args: argparse.Namespace, started: str) -> str:
+    refused = results["refused"]
+    tuning = results["proposal"]
+    before, after = sum(refused["default"].values()), sum(refused["tuned"].values())
+    lines = [
+        "# Site tuning through the live appliance",
+        "",
+        f"{started}, `.venv/bin/python scripts/evaluate-tuning-appliance.py --min-clients {args.min_clients}"
+        f" --min-days {args.min_days}` on the `{args.scenario}` scenario's host (CRS PL1 + ML as shipped).",
+        f"{len(tuning['crs_exclusions'])} CRS exclusions and {len(tuning['model_suppressions'])} model suppressions"
+        " proposed from the first halves.",
+        "",
+        "| site | second half | refused, default | refused, tuned |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [f"| {s} | {len(second[s]):,} | {refused['default'][s]} | {refused['tuned'][s]} |" for s in names]
+    fall = f"{(before - after) / before:.0%}" if before else "n/a"
+    lines += ["", f"**Refused on the second halves: {before} by default, {after} tuned ({fall} fewer).**", ""]
+    lines += [
+        "## Proposed",
+        "",
+        "| kind | endpoint | rule or family | input | clients | days |",
+        "|---|---|---|---|---:|---:|",
+    ]
+    for e in tuning["crs_exclusions"]:
+        ev = e["evidence"]
+        lines.append(f"| CRS | {e['endpoint']} | {e['rule']} | {e['target']} | {ev['clients']} | {ev['days']} |")
+    for e in tuning["model_suppressions"]:
+        ev = e["evidence"]
+        lines.append(f"| model | {e['endpoint']} | {e['family']} | {e['param']} | {ev['clients']} | {ev['days']} |")
+    lines += [
+        "",
+        "## Planted attacks at the tuned endpoints",
+        "",
+        "| entry | argument | family | payloads | refused, default | refused, tuned |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for p in results["planted"]:
+        lines.append(
+            f"| {p['entry']} | {p['argument']} | {p['family']} | {p['count']} | {p['default']} | {p['tuned']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
