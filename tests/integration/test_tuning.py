@@ -4,12 +4,18 @@ trips CRS and the model), mlwaf tune, playbooks/tune.yml, and a rollback."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
 
 import pytest
 from conftest import converge
 
+# Three converges (about 2.5 minutes): on the Debian 12 scenario only, which keeps `make test`
+# under an hour; it passes on Debian 13 too (CRS 3.3.7), run by hand with MOLECULE_SCENARIO_NAME unset.
+pytestmark = pytest.mark.skipif(
+    os.environ.get("MOLECULE_SCENARIO_NAME", "default") != "default", reason="site tuning runs on the default scenario"
+)
 MLWAF = "/opt/mlwaf/venv/bin/mlwaf"
 RECORD = "/var/lib/mlwaf/tuning/record.jsonl"
 # What the demo's rich-text editor sends: inline styles and an embedded video.
