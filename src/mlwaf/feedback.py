@@ -11,13 +11,12 @@ skipped and counted, never fatal.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlwaf.datasets import FAMILIES
-from mlwaf.files import text_lines
+from mlwaf.files import json_objects
 
 
 class FeedbackError(ValueError):
@@ -31,17 +30,11 @@ class Export:
 
 
 def _entries(paths: list[Path], export: Export) -> Iterator[dict]:
-    for path in paths:
-        for line in text_lines(path, FeedbackError, "decision log"):
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                export.skipped_lines += 1
-                continue
-            if isinstance(entry, dict):
-                yield entry
-            else:
-                export.skipped_lines += 1
+    for entry in json_objects(paths, FeedbackError, "decision log"):
+        if entry is None:
+            export.skipped_lines += 1
+        else:
+            yield entry
 
 
 def export(paths: list[Path], marks: dict[str, str]) -> Export:

@@ -20,6 +20,21 @@ def text_lines(path: Path, error: type[Exception], what: str, errors: str = "rep
         raise error(f"cannot read {what} {path}: {exc}") from None
 
 
+def json_objects(paths: list[Path], error: type[Exception], what: str) -> Iterator[dict | None]:
+    """The JSON objects of JSON-lines files (plain or gzipped), in order; None for each
+    non-blank line that is not one, so that the caller can count what it skipped."""
+    for path in paths:
+        for line in text_lines(path, error, what):
+            if not line.strip():
+                continue
+            try:
+                found = json.loads(line)
+            except (ValueError, RecursionError):
+                yield None
+                continue
+            yield found if isinstance(found, dict) else None
+
+
 def read_json(path: Path, error: type[Exception], what: str) -> object:
     """A JSON document; unreadable or not JSON raises ``error`` naming ``what`` it is."""
     try:

@@ -17,14 +17,13 @@ whole family or a whole rule: every entry names an endpoint and an input.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlwaf.files import text_lines
+from mlwaf.files import json_objects
 from mlwaf.inputs import generic_name
 from mlwaf.tuning.proposal import VERSION, unsafe
 from mlwaf.tuning.record import SPEC, RecordError, crs_target_name
@@ -69,29 +68,23 @@ class Tally:
 
 
 def _lines(paths: list[Path], tally: Tally) -> Iterator[dict]:
-    for path in paths:
-        for text in text_lines(path, RecordError, "tuning recording"):
-            try:
-                line = json.loads(text)
-            except ValueError:
-                tally.skipped += 1
-                continue
-            if not (
-                isinstance(line, dict)
-                and line.get("v") == SPEC
-                and isinstance(line.get("e"), str)
-                and isinstance(line.get("n"), str)
-                and isinstance(line.get("t"), int)
-                and isinstance(line.get("crs", []), list)
-                and isinstance(line.get("ml", []), list)
-            ):
-                tally.skipped += 1
-                continue
-            tally.lines += 1
-            tally.clients.add(line["n"])
-            tally.first = min(tally.first or line["t"], line["t"])
-            tally.last = max(tally.last, line["t"])
-            yield line
+    for line in json_objects(paths, RecordError, "tuning recording"):
+        if not (
+            line is not None
+            and line.get("v") == SPEC
+            and isinstance(line.get("e"), str)
+            and isinstance(line.get("n"), str)
+            and isinstance(line.get("t"), int)
+            and isinstance(line.get("crs", []), list)
+            and isinstance(line.get("ml", []), list)
+        ):
+            tally.skipped += 1
+            continue
+        tally.lines += 1
+        tally.clients.add(line["n"])
+        tally.first = min(tally.first or line["t"], line["t"])
+        tally.last = max(tally.last, line["t"])
+        yield line
 
 
 def _root(name: str) -> str:
