@@ -6,6 +6,7 @@ VENV      ?= .venv
 PYTHON    ?= python3
 BIN       := $(VENV)/bin
 SCENARIOS ?= default trixie cluster
+SPLIT     ?= halves
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: help host-deps venv demo demo-destroy test lint unit molecule wheel bench profile-bridge bench-analyzer fuzz bench-behaviour evaluate evaluate-appliance evaluate-tuning evaluate-tuning-appliance clean-cache
@@ -75,12 +76,12 @@ evaluate-appliance: host-deps venv ## CRS PL1/PL2, ML and CRS+ML through the liv
 	molecule converge -s default
 	$(BIN)/python scripts/evaluate-appliance.py --data ../shared/datasets
 
-evaluate-tuning: venv ## Site tuning on replayed real sites, the model's side (needs ../shared/datasets); writes bench/tuning.*
-	$(BIN)/python scripts/evaluate-tuning.py --data ../shared/datasets
+evaluate-tuning: venv ## Site tuning on replayed real sites, the model's side (needs ../shared/datasets; SPLIT=alternate to learn on every other request); writes bench/tuning*.*
+	$(BIN)/python scripts/evaluate-tuning.py --data ../shared/datasets --split $(SPLIT)
 
-evaluate-tuning-appliance: host-deps venv ## Site tuning through the live test host: learning, mlwaf tune, replay (needs ../shared/datasets); writes bench/tuning-appliance.*
+evaluate-tuning-appliance: host-deps venv ## Site tuning through the live test host: learning, mlwaf tune, replay (needs ../shared/datasets; SPLIT as above); writes bench/tuning-appliance*.*
 	molecule converge -s default
-	$(BIN)/python scripts/evaluate-tuning-appliance.py --data ../shared/datasets
+	$(BIN)/python scripts/evaluate-tuning-appliance.py --data ../shared/datasets --split $(SPLIT)
 
 clean-cache: ## Drop the cached Debian root filesystems and packages
 	rm -rf "$${MLWAF_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/mlwaf}"

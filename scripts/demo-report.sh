@@ -44,8 +44,20 @@ for line in sys.stdin:
         rid=re.search(r"\[id \"(\d+)\"\]", m); msg=re.search(r"\[msg \"([^\"]*)\"\]", m)
         print("  rule", rid.group(1) if rid else "?", "-", msg.group(1) if msg else m[:100])'
 echo
-echo "The ML analyzer's view (/var/log/apache2/ml_analyzer.log, and ml_waf_analyzer.sh on the host):"
-ssh_to_host "grep -F $marker-ml /var/log/apache2/ml_analyzer.log | tail -n1 | sed 's/^/  /'"
+echo "The ML analyzer's view of the command injection CRS misses (ml_analyzer.log, and its decision in decisions.jsonl):"
+# The log line names the request and its unique id; the decision log's entry of that id gives the reasons.
+ml_line=$(ssh_to_host "grep -F '$marker-ml' /var/log/apache2/ml_analyzer.log | tail -n1")
+echo "  $ml_line"
+ml_id=$(cut -d' ' -f3 <<<"$ml_line")
+if [[ $ml_id =~ ^[A-Za-z0-9_@-]+$ ]]; then
+  ssh_to_host "grep -F '\"id\":\"$ml_id\"' /var/log/mlwaf/decisions.jsonl | tail -n1" |
+    python3 -c 'import json,sys
+for line in sys.stdin:
+    print("  decision:", json.loads(line).get("summary", ""))'
+fi
+echo
+echo "Asking the analyzer about a request that was never sent (ml_waf_analyzer.sh on the host):"
+echo "  POST /login.php  username=admin' or 1=1--&password=x"
 ssh_to_host "ml_waf_analyzer.sh '/login.php' -X POST -d 'username=admin%27%20or%201%3D1--&password=x' | sed 's/^/  /'"
 echo
 echo "The operator's live view (waf_monitor.sh --once --window 300 on the host; mlwaf status, analyze_waf_performance.py):"

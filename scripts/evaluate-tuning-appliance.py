@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Site tuning through the live appliance: learning on real sites' first halves, mlwaf tune, their second halves.
 
-    .venv/bin/python scripts/evaluate-tuning-appliance.py [--data ../shared/datasets] [--min-clients 3]
+    .venv/bin/python scripts/evaluate-tuning-appliance.py [--data DIR] [--min-clients 3] [--split alternate]
 
 The Molecule scenario's host must be up (`molecule converge -s default`). Sites: the
 real-traffic sources held back from training (``mlwaf.traffic``), up to
@@ -11,15 +11,18 @@ their own method, headers and body:
 1. learning: the scenario converged with CRS in DetectionOnly, the analyzer in
    detection-only and the recording on; every site's first half sent, each request
    from a loopback address of its own network (``127.N.S.1``: the recordings hold no
-   client addresses). The recording's lines are then spread over three days by their
-   order (a replay lasts minutes) and ``mlwaf tune`` proposes a tuning;
+   client addresses), the sites interleaved. The recording's lines are then spread over
+   three days by their order (a replay lasts minutes), so that each site's first half
+   spans the three, and ``mlwaf tune`` proposes a tuning;
 2. the default stack: every second half, and planted attacks (held-out payloads as the
    value of each tuned plain argument, and of an argument of their own, on the tuned
    endpoint), refused (HTTP 403) or not;
 3. the same with the proposal installed as the deployed tuning;
 4. the host converged back without a tuning.
 
-Writes bench/tuning-appliance.md and .json.
+``--split alternate`` learns on every other request of each site and scores the rest
+(see scripts/evaluate-tuning.py). Writes bench/tuning-appliance.md and .json
+(bench/tuning-appliance-alternate.* with ``--split alternate``).
 """
 
 from __future__ import annotations
@@ -79,8 +82,11 @@ def send(record: dict, source: str, host_header: str) -> int:
         conn.close()
 
 
+PARALLEL = 4  # requests in flight: more makes the analyzer late on two CPUs, and the degraded checks vary
+
+
 def send_all(batch: list[tuple[dict, str]], host_header: str) -> list[int]:
-    with ThreadPoolExecutor(16) as pool:
+    with ThreadPoolExecutor(PARALLEL) as pool:
         return list(pool.map(lambda item: send(item[0], item[1], host_header), batch))
 
 
@@ -94,14 +100,15 @@ def planted(tuning: dict, payloads: dict[str, list[str]]) -> list[tuple[str, str
     out = []
     for entry in tuning["crs_exclusions"] + tuning["model_suppressions"]:
         name = entry.get("param") or entry["target"].removeprefix(PLAIN_ARG)
-        if not entry.get("param") and not entry["target"].startswith(PLAIN_ARG):
+        plain = (entry.get("param") or entry["target"].startswith(PLAIN_ARG)) and not entry.get("whole_rule")
+        # a JSON or nested name is not plantable as a form argument; a rule removed whole has no argument
+        arguments = [name] if plain and name.replace("_", "").replace("-", "").isalnum() else []
+        if not arguments and not entry.get("whole_rule"):
             continue
-        if not name.replace("_", "").replace("-", "").isalnum():
-            continue  # a JSON or nested name: not plantable as a form argument
         label = f"{entry['endpoint']} {entry.get('rule', entry.get('family'))}"
         path = entry["endpoint"].replace("{id}", "7")
         for family, texts in payloads.items():
-            for argument in (name, "planted"):
+            for argument in (*arguments, "planted"):
                 for text in texts:
                     body = urllib.parse.urlencode({argument: text})
                     headers = {"content-type": "application/x-www-form-urlencoded"}
@@ -109,6 +116,13 @@ def planted(tuning: dict, payloads: dict[str, list[str]]) -> list[tuple[str, str
                         (label, argument, family, {"method": "POST", "path": path, "headers": headers, "body": body})
                     )
     return out
+
+
+def interleaved(sites: list[list]) -> list:
+    """Every site's items in one sequence, each site spread over all of it in its own order:
+    the recording's order becomes its days, so each site's learning half spans all three."""
+    placed = [(n / len(items), i, item) for i, items in enumerate(sites) for n, item in enumerate(items)]
+    return [item for _, _, item in sorted(placed, key=lambda p: p[:2])]
 
 
 def load_sites(data: Path, per_site: int) -> dict[str, list[dict]]:
@@ -162,12 +176,14 @@ def main() -> int:
     parser.add_argument("--per-site", type=int, default=2000)
     parser.add_argument("--min-clients", type=int, default=3)
     parser.add_argument("--min-days", type=int, default=2)
+    parser.add_argument("--split", choices=offline.SPLITS, default="halves")
     args = parser.parse_args()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     sites = load_sites(Path(args.data), args.per_site)
     names = list(sites)
-    first = [(r, client(i, n)) for i, s in enumerate(names) for n, r in enumerate(sites[s][: len(sites[s]) // 2])]
-    second = {s: sites[s][len(sites[s]) // 2 :] for s in names}
+    parts = {s: offline.split(sites[s], args.split) for s in names}
+    first = interleaved([[(r, client(i, n)) for n, r in enumerate(parts[s][0])] for i, s in enumerate(names)])
+    second = {s: parts[s][1] for s in names}
     target = bench.Host(*bench.host(args.scenario))
     log = ROOT / "bench" / "converge.log"
     try:
@@ -187,9 +203,10 @@ def main() -> int:
         {"entry": k[0], "argument": k[1], "family": k[2], "count": v[0], "default": v[1], "tuned": kept["tuned"][k][1]}
         for k, v in kept["default"].items()
     ]
-    (ROOT / "bench" / "tuning-appliance.json").write_text(json.dumps(results, indent=1, default=str))
+    name = "tuning-appliance" if args.split == "halves" else f"tuning-appliance-{args.split}"
+    (ROOT / "bench" / f"{name}.json").write_text(json.dumps(results, indent=1, default=str))
     text = report(results, names, second, args, started)
-    (ROOT / "bench" / "tuning-appliance.md").write_text(text)
+    (ROOT / "bench" / f"{name}.md").write_text(text)
     print(text)
     return 0
 
@@ -202,9 +219,14 @@ def report(results: dict, names: list[str], second: dict, args: argparse.Namespa
         "# Site tuning through the live appliance",
         "",
         f"{started}, `.venv/bin/python scripts/evaluate-tuning-appliance.py --min-clients {args.min_clients}"
-        f" --min-days {args.min_days}` on the `{args.scenario}` scenario's host (CRS PL1 + ML as shipped).",
+        f" --min-days {args.min_days} --split {args.split}` on the `{args.scenario}` scenario's host"
+        " (CRS PL1 + ML as shipped).",
         f"{len(tuning['crs_exclusions'])} CRS exclusions and {len(tuning['model_suppressions'])} model suppressions"
-        " proposed from the first halves.",
+        + (
+            " proposed from the first halves."
+            if args.split == "halves"
+            else ' proposed from every other request; the "second half" is the rest.'
+        ),
         "",
         "| site | second half | refused, default | refused, tuned |",
         "|---|---:|---:|---:|",
@@ -220,7 +242,8 @@ def report(results: dict, names: list[str], second: dict, args: argparse.Namespa
     ]
     for e in tuning["crs_exclusions"]:
         ev = e["evidence"]
-        lines.append(f"| CRS | {e['endpoint']} | {e['rule']} | {e['target']} | {ev['clients']} | {ev['days']} |")
+        rule = f"{e['rule']} (whole rule)" if e.get("whole_rule") else e["rule"]
+        lines.append(f"| CRS | {e['endpoint']} | {rule} | {e['target']} | {ev['clients']} | {ev['days']} |")
     for e in tuning["model_suppressions"]:
         ev = e["evidence"]
         lines.append(f"| model | {e['endpoint']} | {e['family']} | {e['param']} | {ev['clients']} | {ev['days']} |")

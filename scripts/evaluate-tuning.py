@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Site tuning on replayed real sites, the model's side: learn on a site's first half, tune, score its second half.
 
-    .venv/bin/python scripts/evaluate-tuning.py [--data ../shared/datasets] [--min-clients 3]
+    .venv/bin/python scripts/evaluate-tuning.py [--data ../shared/datasets] [--min-clients 3] [--split alternate]
 
 Sites: the real-traffic sources held back from training and calibration's threshold
 search alike (``mlwaf.traffic`` roles calibration and test) on which the shipped model
@@ -18,8 +18,13 @@ refuses benign requests. For each, in the order the source recorded them:
   repositories) as the value of each tuned parameter, and of a parameter of their own on
   the same endpoint, refused before and after.
 
+``--split alternate`` learns on every other request and scores the rest instead: a site
+whose mix of requests stays the same over time. The API cassettes and fixtures are in
+the order of their test files, not of time, so their halves hold different endpoints.
+
 CRS's side (exclusions) needs the live appliance: the Molecule scenarios check it end
-to end (tests/integration/test_tuning.py). Writes bench/tuning.md and bench/tuning.json.
+to end (tests/integration/test_tuning.py). Writes bench/tuning.md and bench/tuning.json
+(bench/tuning-alternate.* with ``--split alternate``).
 """
 
 from __future__ import annotations
@@ -94,10 +99,22 @@ def held_out_payloads(data: Path) -> dict[str, list[str]]:
     return dict(found)
 
 
-def evaluate_site(source: str, site: list[RealRequest], options: Options, payloads: dict, tmp: Path) -> dict | None:
-    requests = [real.request for real in site]
+SPLITS = ("halves", "alternate")
+
+
+def split(requests: list, how: str) -> tuple[list, list]:
+    """A site's learning part and scored part: its halves in the source's order, or alternate requests."""
+    if how == "alternate":
+        return requests[0::2], requests[1::2]
     half = len(requests) // 2
-    first, second = requests[:half], requests[half:]
+    return requests[:half], requests[half:]
+
+
+def evaluate_site(
+    source: str, site: list[RealRequest], options: Options, payloads: dict, tmp: Path, *, how: str
+) -> dict | None:
+    requests = [real.request for real in site]
+    first, second = split(requests, how)
     plain = analyzer()
     before = refused(plain, second)
     if not refused(plain, first):
@@ -137,16 +154,21 @@ def evaluate_site(source: str, site: list[RealRequest], options: Options, payloa
     }
 
 
-def markdown(results: list[dict], options: Options, started: str) -> str:
+def markdown(results: list[dict], options: Options, started: str, how: str) -> str:
     before = sum(r["refused_before"] for r in results)
     after = sum(r["refused_after"] for r in results)
     lines = [
         "# Site tuning on replayed real sites (model side)",
         "",
-        f"{started}, `.venv/bin/python scripts/evaluate-tuning.py --min-clients {options.min_clients}`"
-        f" (min-days {options.min_days}), model `{MODEL.name}`.",
-        "Learning on each site's first half (one client per request, three days), tuned with"
-        " `mlwaf tune`, scored on its second half.",
+        f"{started}, `.venv/bin/python scripts/evaluate-tuning.py --min-clients {options.min_clients}"
+        f" --split {how}` (min-days {options.min_days}), model `{MODEL.name}`.",
+        (
+            "Learning on each site's first half (one client per request, three days), tuned with"
+            " `mlwaf tune`, scored on its second half."
+            if how == "halves"
+            else "Learning on every other request of each site (one client per request, three days), tuned"
+            ' with `mlwaf tune`, scored on the rest (the "second half" below).'
+        ),
         "",
         "| site | requests | refused in the first half | second half | refused before | refused after |"
         " suppressions (default thresholds) |",
@@ -182,6 +204,7 @@ def main() -> int:
     parser.add_argument("--min-clients", type=int, default=3)
     parser.add_argument("--min-days", type=int, default=2)
     parser.add_argument("--out", default=str(PROJECT / "bench"))
+    parser.add_argument("--split", choices=SPLITS, default="halves", help="how a site is cut into learning and scoring")
     args = parser.parse_args()
     data = Path(args.data)
     options = Options(min_clients=args.min_clients, min_days=args.min_days)
@@ -198,7 +221,7 @@ def main() -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="mlwaf-tuning-") as tmp:
         for source, site in sorted(sites.items()):
-            result = evaluate_site(source, site, options, payloads, Path(tmp))
+            result = evaluate_site(source, site, options, payloads, Path(tmp), how=args.split)
             if result is None:
                 continue
             results.append(result)
@@ -206,9 +229,11 @@ def main() -> int:
                 f"{source}: refused {result['refused_before']} -> {result['refused_after']} of {result['second_half']}"
             )
     out = Path(args.out)
-    (out / "tuning.json").write_text(json.dumps({"date": started, "families": FAMILIES, "sites": results}, indent=1))
-    text = markdown(results, options, started)
-    (out / "tuning.md").write_text(text)
+    name = "tuning" if args.split == "halves" else f"tuning-{args.split}"
+    summary = {"date": started, "split": args.split, "families": FAMILIES, "sites": results}
+    (out / f"{name}.json").write_text(json.dumps(summary, indent=1))
+    text = markdown(results, options, started, args.split)
+    (out / f"{name}.md").write_text(text)
     print(text)
     return 0
 

@@ -17,6 +17,7 @@ Request (fields other than ``v`` are optional; unknown fields are ignored)::
      "cut": false,                    # true: a limit of the bridge kept part of the request out
      "crs": "941100@ARGS:comment 920350@REQUEST_HEADERS:Host",  # learning for site tuning only:
      "crs_score": 10}                 # the CRS rules that fired, on which variable, and CRS's score
+                                      # (a chained rule as "920170:chain@VARIABLE")
 
 Reply::
 
@@ -62,6 +63,7 @@ MAX_MESSAGE_BYTES = 1 << 20
 CANARY_PREFIX = "mlwaf-canary-"
 MAX_NUMBER = 1e15  # sizes, counts and times in a message are below this
 MAX_CRS_HITS = 256  # CRS rule matches read from one message (learning for site tuning)
+CHAINED = ":chain"  # marks a chained CRS rule's match: its variables cannot be excluded one by one
 
 
 class ProtocolError(ValueError):
@@ -184,11 +186,13 @@ def _args(raw: object, limits: Limits, anomalies: list[str]) -> list[Arg]:
 
 
 def _crs_hits(raw: str) -> tuple[tuple[str, str], ...]:
-    """``"941100@ARGS:q 942100@ARGS:id"`` as (rule id, variable) pairs; malformed items are dropped."""
+    """``"941100@ARGS:q 920170:chain@REQUEST_HEADERS:Content-Length"`` as (rule, variable) pairs;
+    a chained rule's id carries ``:chain`` (the variable is its last condition's); malformed
+    items are dropped."""
     hits = []
     for item in raw.split()[:MAX_CRS_HITS]:
         rule, sep, target = item.partition("@")
-        if sep and rule.isdigit() and target:
+        if sep and rule.removesuffix(CHAINED).isdigit() and target:
             hits.append((rule, target[:256]))
     return tuple(hits)
 

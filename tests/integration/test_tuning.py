@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -31,22 +32,21 @@ LEARN_TAGS = ("--tags", "modsecurity_configure,ml_analyzer_configure")
 TUNE_TAGS = ("--tags", "mlwaf_tuning_configure,modsecurity_configure,ml_analyzer_configure")
 USERS = 30  # client networks (127.N.0.1, one /24 each: the tuning counts networks, not addresses)
 
-# Posts forms from given loopback source addresses; prints the statuses as JSON.
+# Sends requests from given loopback source addresses; prints the statuses as JSON.
 SENDER = r"""
-import http.client, json, sys, urllib.parse
+import http.client, json, sys
 codes = []
-for source, path, form in json.load(open(sys.argv[1])):
+for source, method, path, content_type, body in json.load(open(sys.argv[1])):
     conn = http.client.HTTPConnection("127.0.0.1", 80, timeout=10, source_address=(source, 0))
-    conn.request("POST", path, urllib.parse.urlencode(form),
-                 {"Content-Type": "application/x-www-form-urlencoded", "Host": "localhost"})
+    conn.request(method, path, body, {"Content-Type": content_type, "Host": "localhost"})
     codes.append(conn.getresponse().status)
     conn.close()
 print(json.dumps(codes))
 """
 
 
-def post(host, plan: list[tuple[str, str, dict[str, str]]]) -> list[int]:
-    """Send each (source address, path, form) from inside the host; the statuses."""
+def send(host, plan: list[tuple[str, str, str, str, str]]) -> list[int]:
+    """Send each (source address, method, path, content type, body) from inside the host; the statuses."""
     files = {"/tmp/mlwaf-sender.py": SENDER, "/tmp/mlwaf-plan.json": json.dumps(plan)}
     for path, text in files.items():
         assert host.run(f"printf %s {shlex.quote(text)} > {path}").rc == 0
@@ -56,7 +56,14 @@ def post(host, plan: list[tuple[str, str, dict[str, str]]]) -> list[int]:
 
 
 def comment(source: str, text: str, name: str = "Ann", path: str = "/comment.php") -> tuple:
-    return (source, path, {"name": name, "comment": text})
+    form = urllib.parse.urlencode({"name": name, "comment": text})
+    return (source, "POST", path, "application/x-www-form-urlencoded", form)
+
+
+def api_get(source: str, query: str, path: str = "/api.php") -> tuple:
+    """A JSON API client that sends its query as a body with GET too: CRS's chained rule 920170."""
+    body = json.dumps({"q": query})
+    return (source, "GET", f"{path}?{urllib.parse.urlencode({'q': query})}", "application/json", body)
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +77,9 @@ def proposal(host, tmp_path_factory) -> dict:
         hostname, *LEARN_TAGS, "-e", json.dumps(learning | {"ml_analyzer_tuning_record": True}), playbook="waf.yml"
     )
     plan = [comment(f"127.{i}.0.1", text) for i in range(1, USERS + 1) for text in EDITOR]
+    plan += [api_get(f"127.{i}.0.1", "shoes") for i in range(1, USERS + 1)]
     plan += [comment("127.200.0.1", f"<p>hi {n}</p>", name=f"{XSS}<!--{n}-->") for n in range(300)]
-    assert set(post(host, plan)) == {200}, "a learning period refuses nothing"
+    assert set(send(host, plan)) == {200}, "a learning period refuses nothing"
     out = tmp_path_factory.mktemp("tuning") / "proposal.yml"
     cmd = host.run(f"{MLWAF} tune --min-days 1 -o /tmp/mlwaf-proposal.yml {RECORD}")
     assert cmd.rc == 0, cmd.stderr
@@ -88,8 +96,11 @@ def test_the_learning_period_records_shapes_only(proposal) -> None:
     assert len(recorded.splitlines()) >= USERS * len(EDITOR)
     for text in (*EDITOR, XSS, "youtube", "127.1.0.1"):
         assert text not in recorded
-    # chained rules are left alone: noting their matches would make their last condition run on its own
-    assert '"920370"' not in recorded, "920370 (argument value too long) fired on short arguments"
+    # a chained rule is noted from its last condition, when the whole chain matched: noting it
+    # from its first would make the last condition run on its own
+    assert '"920370' not in recorded, "920370 (argument value too long) fired on short arguments"
+    hits = {tuple(hit) for line in recorded.splitlines() for hit in json.loads(line)["crs"]}
+    assert ("920170:chain", "REQUEST_HEADERS:Content-Length") in hits, "the API's GET with a body"
 
 
 def test_the_proposal_covers_the_comment_field_and_nothing_the_attacker_sent(proposal) -> None:
@@ -98,7 +109,12 @@ def test_the_proposal_covers_the_comment_field_and_nothing_the_attacker_sent(pro
     tuning = yaml.safe_load(proposal["path"].read_text())["mlwaf_tuning"]
     exclusions = tuning["crs_exclusions"]
     assert exclusions, proposal["summary"]
-    assert {(e["endpoint"], e["target"]) for e in exclusions} == {("/comment.php", "ARGS:comment")}
+    assert {(e["endpoint"], e["target"], e.get("whole_rule", False)) for e in exclusions} == {
+        ("/comment.php", "ARGS:comment", False),
+        # a chained rule is removed whole, on its endpoint alone
+        ("/api.php", "REQUEST_HEADERS:Content-Length", True),
+    }
+    assert {e["rule"] for e in exclusions if e.get("whole_rule")} == {920170}
     assert all(e["evidence"]["clients"] >= 20 for e in exclusions)
     suppressions = tuning["model_suppressions"]
     assert [(s["endpoint"], s["param"], s["family"]) for s in suppressions] == [("/comment.php", "comment", "xss")]
@@ -112,16 +128,19 @@ def test_a_deployed_tuning_lets_the_editor_through_and_still_blocks_attacks(host
     rules = host.file("/etc/modsecurity/crs/REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf").content_string
     assert 'SecRule REQUEST_FILENAME "@streq /comment.php"' in rules
     user = "127.1.0.1"
-    assert post(host, [comment(user, text) for text in EDITOR]) == [200] * len(EDITOR)
+    assert send(host, [comment(user, text) for text in EDITOR]) == [200] * len(EDITOR)
     attacks = [
         comment(user, SQLI),  # another family in the tuned field
         comment(user, "<p>hello</p>", name=XSS),  # the tuned family in another field
         comment(user, XSS, path="/search.php"),  # the tuned field on another endpoint
     ]
-    assert post(host, attacks) == [403, 403, 403]
+    assert send(host, attacks) == [403, 403, 403]
+    assert send(host, [api_get(user, "shoes")]) == [200]
+    # 920170 is gone from the API alone, and the API's inputs are still judged
+    assert send(host, [api_get(user, "shoes", path="/search.php"), api_get(user, SQLI)]) == [403, 403]
     # and back: the tuning before this one (none)
     converge(hostname, *TUNE_TAGS, "-e", "mlwaf_tuning_rollback=true", playbook="tune.yml")
-    assert post(host, [comment(user, EDITOR[0])]) == [403]
+    assert send(host, [comment(user, EDITOR[0])]) == [403]
     assert (
         "/comment.php"
         not in host.file("/etc/modsecurity/crs/REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf").content_string

@@ -75,8 +75,9 @@ def test_bad_messages_are_refused_with_a_reason(raw: bytes, why: str) -> None:
 
 
 def test_crs_hits_for_site_tuning() -> None:
-    request = parse_request(line({"v": 1, "crs": " 941100@ARGS:q junk 12@ @x 942100@ARGS:id", "crs_score": 10}))
-    assert request.crs_hits == (("941100", "ARGS:q"), ("942100", "ARGS:id"))
+    raw = " 941100@ARGS:q junk 12@ @x 942100@ARGS:id 920170:chain@TX:0 9:chainx@ARGS:a :chain@ARGS:b"
+    request = parse_request(line({"v": 1, "crs": raw, "crs_score": 10}))
+    assert request.crs_hits == (("941100", "ARGS:q"), ("942100", "ARGS:id"), ("920170:chain", "TX:0"))
     assert request.crs_score == 10
     assert parse_request(line({"v": 1})).crs_hits == ()
 

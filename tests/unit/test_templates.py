@@ -260,6 +260,7 @@ def test_crs_blocks_after_the_analyzer_with_the_model_as_second_opinion(tmp_path
 TUNED_EXCLUSIONS = [
     {"rule": 941160, "endpoint": "/comment.php", "target": "ARGS:comment", "evidence": {"clients": 31, "days": 3}},
     {"rule": 942100, "endpoint": "/post/{id}.json", "target": "ARGS:json.body", "evidence": {}},
+    {"rule": 920170, "endpoint": "/api/items", "target": "REQUEST_HEADERS:Content-Length", "whole_rule": True},
 ]
 
 
@@ -274,15 +275,26 @@ def test_a_site_tuning_becomes_narrow_crs_exclusions(tmp_path: Path) -> None:
     assert re.fullmatch(pattern, "/post/42.json")
     assert not re.fullmatch(pattern, "/post/42/x.json")
     assert "ctl:ruleRemoveTargetById=942100;ARGS:json.body" in before
-    assert "ruleRemoveById" not in before.split("# Site tuning")[1], "a tuning never removes a whole rule"
+    tuned = before.split("# Site tuning")[1]
+    assert re.findall(r"ruleRemove\w+=\d+", tuned) == [
+        "ruleRemoveTargetById=941160",
+        "ruleRemoveTargetById=942100",
+        "ruleRemoveById=920170",
+    ], "a rule is removed whole only where the entry says so (a chained rule), and only on its endpoint"
+    assert 'SecRule REQUEST_FILENAME "@streq /api/items" \\\n    "id:10502,' in tuned
 
 
 def test_learning_records_crs_matches_and_tuned_suppressions_reach_the_settings(tmp_path: Path) -> None:
-    ids = {"stdout_lines": ["920350", "941011", "941160", "942100", "944018"]}
+    ids = {"stdout_lines": ["920170 1", "920180 3", "920350 0", "941011 0", "941160 0", "942100 0", "944018 0"]}
     rules = analyzer_rules(tmp_path / "rules", {"ml_analyzer_tuning_record": True, "__ml_analyzer_crs_rule_ids": ids})
-    updated = re.findall(r"^SecRuleUpdateActionById (\d+) ", rules, re.M)
-    assert updated == ["920350", "941160", "942100"], "the paranoia-level skips are left alone"
-    assert "setvar:'tx.mlwaf_crs=%{tx.mlwaf_crs} %{rule.id}@%{matched_var_name}'" in rules
+    updated = re.findall(r"^SecRuleUpdateActionById (\S+) \"setvar:'tx.mlwaf_crs=(.*)'\"$", rules, re.M)
+    assert updated == [
+        ("920170:1", "%{tx.mlwaf_crs} %{rule.id}:chain@%{matched_var_name}"),
+        ("920180:3", "%{tx.mlwaf_crs} %{rule.id}:chain@%{matched_var_name}"),
+        ("920350", "%{tx.mlwaf_crs} %{rule.id}@%{matched_var_name}"),
+        ("941160", "%{tx.mlwaf_crs} %{rule.id}@%{matched_var_name}"),
+        ("942100", "%{tx.mlwaf_crs} %{rule.id}@%{matched_var_name}"),
+    ], "a chained rule's last condition is updated, never its first; the paranoia-level skips are left alone"
     assert "SecRuleUpdateActionById" not in analyzer_rules(tmp_path / "off", {"__ml_analyzer_crs_rule_ids": ids})
     suppressions = [{"endpoint": "/comment.php", "param": "comment", "family": "xss", "evidence": {"clients": 31}}]
     overrides = {

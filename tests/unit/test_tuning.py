@@ -137,6 +137,26 @@ def test_too_few_clients_or_days_propose_nothing(tmp_path: Path) -> None:
     assert propose([write(tmp_path, users(30, days=1))], Options(min_days=1))["mlwaf_tuning"]["crs_exclusions"]
 
 
+def test_a_chained_rule_is_proposed_whole_on_its_endpoint(tmp_path: Path) -> None:
+    # 920170 (a GET with a body) is a chain: its match names its last condition's variable,
+    # which ModSecurity cannot exclude from the rule, so the entry removes the rule there.
+    chained = (("920170:chain", "REQUEST_HEADERS:Content-Length"), ("920420:chain", "TX:0"), ("941100", "TX:x"))
+    line = flagged_line("198.51.100.4", START, score=0.0, crs=chained)
+    assert line["crs"] == [["920170:chain", "REQUEST_HEADERS:Content-Length"], ["920420:chain", "TX:0"]]
+    lines = [
+        flagged_line(f"198.{i}.1.7", START + day * DAY + i, score=0.0, crs=chained) for i in range(25) for day in (0, 1)
+    ]
+    tuning = propose([write(tmp_path, lines)])["mlwaf_tuning"]
+    assert [(e["rule"], e["target"], e.get("whole_rule")) for e in tuning["crs_exclusions"]] == [
+        (920170, "REQUEST_HEADERS:Content-Length", True),
+        (920420, "TX:0", True),
+    ]
+    assert all(unsafe(entry) == "" for entry in tuning["crs_exclusions"])
+    assert "whole_rule 'yes'" in unsafe({**tuning["crs_exclusions"][0], "whole_rule": "yes"})
+    assert "target 'TX:0' is not one variable" in unsafe({**tuning["crs_exclusions"][1], "whole_rule": False})
+    assert "is not a variable" in unsafe({**tuning["crs_exclusions"][1], "target": "TX:0\nSecRule"})
+
+
 def test_a_crs_hit_below_the_refusal_score_is_no_false_positive(tmp_path: Path) -> None:
     tuning = propose([write(tmp_path, users(25, crs_score=3))])["mlwaf_tuning"]
     assert tuning["crs_exclusions"] == []
@@ -190,7 +210,7 @@ def test_a_recorded_path_cannot_break_out_of_a_rule(tmp_path: Path) -> None:
     assert tuning["crs_exclusions"] == tuning["model_suppressions"] == []
     assert all("not a plain path" in e["not_proposed"] for e in tuning["not_proposed"])
     assert "not a plain path" in unsafe({"rule": 941100, "endpoint": hostile, "target": "ARGS:q"})
-    assert "one named variable" in unsafe({"rule": 941100, "endpoint": "/a", "target": 'ARGS:q" "x'})
+    assert "is not one variable" in unsafe({"rule": 941100, "endpoint": "/a", "target": 'ARGS:q" "x'})
     assert "CRS rule id" in unsafe({"rule": 1, "endpoint": "/a", "target": "ARGS:q"})
     assert unsafe({"endpoint": "/user/{id}", "param": "bio", "family": "xss"}) == ""
 

@@ -3,7 +3,8 @@
 
 Every entry that reaches a ModSecurity rule or the analyzer's settings is checked
 here first: an endpoint is a plain path (its id-like segments as ``{id}``), a CRS
-target a collection with one named variable, a parameter a plain name, a family one
+target a collection with one named variable (any variable for an entry that removes a
+chained rule whole, where the target is only evidence), a parameter a plain name, a family one
 the models know. A recorded path comes from traffic, so nothing in it may be able
 to break out of the rule it is written into.
 """
@@ -24,6 +25,7 @@ TARGET = re.compile(
     r"(?:ARGS|ARGS_GET|ARGS_POST|ARGS_NAMES|REQUEST_COOKIES|REQUEST_COOKIES_NAMES|"
     r"REQUEST_HEADERS|XML):[A-Za-z0-9._\-\[\]/@*()]{1,200}"
 )
+VARIABLE = re.compile(r"[A-Z_]{1,40}(?::[A-Za-z0-9._\-\[\]/@*()]{1,200})?")  # a chained rule's, as evidence
 PARAM = re.compile(r"[A-Za-z0-9._\-\[\]:>*]{1,200}")  # array_* stands for any element
 
 
@@ -36,7 +38,10 @@ def unsafe(entry: dict) -> str:
     are checked against the models when the analyzer loads its settings (``mlwaf check``)."""
     checks = [("endpoint", ENDPOINT, "is not a plain path")]
     if "rule" in entry:
-        checks.append(("target", TARGET, "is not one named variable"))
+        whole = entry.get("whole_rule", False)
+        if not isinstance(whole, bool):
+            return f"whole_rule {whole!r} is not true or false"
+        checks.append(("target", VARIABLE, "is not a variable") if whole else ("target", TARGET, "is not one variable"))
         rule = entry["rule"]
         if isinstance(rule, bool) or not isinstance(rule, int) or not 900000 <= rule <= 999999:
             return f"rule {rule!r} is not a CRS rule id"

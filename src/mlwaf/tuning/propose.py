@@ -3,7 +3,9 @@
 Two kinds of entry, each as narrow as its evidence:
 
 * a CRS exclusion: one rule id, one endpoint, one variable (deployed as
-  ``ctl:ruleRemoveTargetById`` scoped by ``REQUEST_FILENAME``);
+  ``ctl:ruleRemoveTargetById`` scoped by ``REQUEST_FILENAME``); for a chained rule,
+  whose variables ModSecurity cannot exclude one by one, the rule on that endpoint
+  (``whole_rule``, deployed as ``ctl:ruleRemoveById``);
 * a model suppression: one endpoint, one parameter, one attack family (the
   model keeps scoring that input for every other family).
 
@@ -12,7 +14,8 @@ An entry is proposed only when what it covers was seen from many distinct client
 client the behavioural layer flagged, or one that the model would have refused on
 any other parameter, is not counted, for any entry. What those clients sent is
 shown as what the entry would have let through. Nothing covers a whole site, a
-whole family or a whole rule: every entry names an endpoint and an input.
+whole family or a rule everywhere: every entry names an endpoint, and all but
+the chained rules' an input.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 
 from mlwaf.files import json_objects
 from mlwaf.inputs import generic_name
+from mlwaf.protocol import CHAINED
 from mlwaf.tuning.proposal import VERSION, unsafe
 from mlwaf.tuning.record import SPEC, RecordError, crs_target_name
 
@@ -99,10 +103,13 @@ def _crs_keys(line: dict, options: Options) -> Iterator[tuple]:
     if not isinstance(score, int) or score < options.crs_score:
         return
     for hit in line.get("crs", []):
-        if isinstance(hit, list) and len(hit) == 2 and str(hit[0]).isdigit() and isinstance(hit[1], str):
-            target = hit[1]
-            if ":" in target and target.split(":", 1)[1]:  # a named variable; a whole collection is too wide
-                yield ("crs", line["e"], int(hit[0]), target)
+        if not (isinstance(hit, list) and len(hit) == 2 and isinstance(hit[0], str) and isinstance(hit[1], str)):
+            continue
+        rule, target = hit
+        if rule.removesuffix(CHAINED).isdigit() and rule.endswith(CHAINED):
+            yield ("crs", line["e"], int(rule.removesuffix(CHAINED)), target, True)
+        elif rule.isdigit() and ":" in target and target.split(":", 1)[1]:
+            yield ("crs", line["e"], int(rule), target, False)  # a named variable: a collection is too wide
 
 
 def _model_keys(line: dict) -> Iterator[tuple]:
@@ -200,6 +207,8 @@ def propose(paths: list[Path], options: Options | None = None) -> dict[str, obje
 def _entry(key: tuple, item: Evidence) -> dict[str, object]:
     if key[0] == "crs":
         entry: dict[str, object] = {"rule": key[2], "endpoint": key[1], "target": key[3]}
+        if key[4]:
+            entry["whole_rule"] = True  # a chained rule: removed on the endpoint, its target is evidence
     else:
         entry = {"endpoint": key[1], "param": key[5], "source": key[4], "family": key[3], "model": key[2]}
     entry["evidence"] = {

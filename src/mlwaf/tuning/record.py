@@ -21,7 +21,7 @@ from pathlib import Path
 
 from mlwaf.inputs import generic_name
 from mlwaf.profile import char_classes, endpoint_of
-from mlwaf.protocol import Reply
+from mlwaf.protocol import CHAINED, Reply
 from mlwaf.request import Request
 
 SPEC = 1
@@ -75,7 +75,9 @@ def crs_target_name(target: str) -> str:
 def record(request: Request, reply: Reply, key: bytes, blocks: dict[str, float]) -> dict[str, object] | None:
     """The recording's line for one scored request, or None when nothing flagged it.
     ``blocks`` maps each attack model's name to its block threshold."""
-    crs = sorted({(rule, target) for rule, target in request.crs_hits if not target.startswith("TX:")})
+    # A rule's own transaction variables say nothing about the site's inputs; a chained rule is
+    # kept whatever its last condition read, since it can only be removed whole.
+    crs = sorted({(r, t) for r, t in request.crs_hits if r.endswith(CHAINED) or not t.startswith("TX:")})
     models = [r for r in reply.reasons if r.model in blocks]
     behaviour = sorted({r.family for r in reply.reasons if r.model == "behaviour"})
     if not (crs or models or behaviour):
