@@ -7,9 +7,10 @@ PYTHON    ?= python3
 BIN       := $(VENV)/bin
 SCENARIOS ?= default trixie cluster
 SPLIT     ?= halves
+COLLECTIONS := $(CURDIR)/.collections
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help host-deps venv demo demo-destroy test lint unit molecule wheel bench profile-bridge bench-analyzer fuzz bench-behaviour evaluate evaluate-appliance evaluate-tuning evaluate-tuning-appliance clean-cache
+.PHONY: help host-deps venv collection demo demo-destroy test lint unit molecule wheel bench profile-bridge bench-analyzer fuzz bench-behaviour evaluate evaluate-appliance evaluate-tuning evaluate-tuning-appliance clean-cache
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -25,7 +26,13 @@ $(BIN)/molecule: pyproject.toml
 
 venv: $(BIN)/molecule ## Create the project virtualenv with the pinned tooling
 
-demo: host-deps venv ## Bring up the appliance on a throwaway local Debian 12 host and show it blocking attacks
+collection: venv ## Build the Ansible collection mlwaf.appliance (dist/mlwaf-appliance-*.tar.gz, wheel and models inside) and install it afresh into .collections, where the playbooks and Molecule find it
+	rm -rf dist $(COLLECTIONS)
+	SOURCE_DATE_EPOCH=315532800 $(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
+	$(BIN)/ansible-galaxy collection build --output-path dist .
+	$(BIN)/ansible-galaxy collection install -p $(COLLECTIONS) dist/mlwaf-appliance-*.tar.gz
+
+demo: host-deps venv collection ## Bring up the appliance on a throwaway local Debian 12 host and show it blocking attacks
 	molecule converge -s default
 	molecule side-effect -s default
 	@scripts/demo-report.sh default
@@ -44,18 +51,18 @@ lint: venv ## yamllint, ansible-lint (production profile), ruff
 unit: venv ## Unit tests
 	pytest
 
-molecule: host-deps venv ## Molecule scenarios (Debian 12 docroot mode, Debian 13 proxy mode, two-node cluster); vagrant: syntax only
+molecule: host-deps venv collection ## Molecule scenarios (Debian 12 docroot mode, Debian 13 proxy mode, two-node cluster); vagrant: syntax only
 	@set -e; for s in $(SCENARIOS); do molecule test -s $$s; done
 	molecule syntax -s vagrant
 
 wheel: venv ## Build the mlwaf wheel into dist/ (for ml_analyzer_wheel on air-gapped controllers)
 	SOURCE_DATE_EPOCH=315532800 $(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
 
-bench: host-deps venv ## The appliance under wrk, stack by stack (Apache .. CRS + ML); writes bench/results.*
+bench: host-deps venv collection ## The appliance under wrk, stack by stack (Apache .. CRS + ML); writes bench/results.*
 	molecule converge -s default
 	$(BIN)/python scripts/bench-appliance.py
 
-profile-bridge: host-deps venv ## Apache's CPU per request, step by step through the ML bridge; writes bench/bridge-profile.*
+profile-bridge: host-deps venv collection ## Apache's CPU per request, step by step through the ML bridge; writes bench/bridge-profile.*
 	molecule converge -s default
 	$(BIN)/python scripts/profile-bridge.py
 
@@ -72,14 +79,14 @@ bench-behaviour: venv ## Behavioural layer: time to catch floods, scanners, stuf
 evaluate: venv ## The model and libinjection on the untouched test split (needs ../shared/datasets); writes bench/detection.*
 	$(BIN)/mlwaf evaluate --data ../shared/datasets --out bench
 
-evaluate-appliance: host-deps venv ## CRS PL1/PL2, ML and CRS+ML through the live test host, same test split; writes bench/detection-appliance.*
+evaluate-appliance: host-deps venv collection ## CRS PL1/PL2, ML and CRS+ML through the live test host, same test split; writes bench/detection-appliance.*
 	molecule converge -s default
 	$(BIN)/python scripts/evaluate-appliance.py --data ../shared/datasets
 
 evaluate-tuning: venv ## Site tuning on replayed real sites, the model's side (needs ../shared/datasets; SPLIT=alternate to learn on every other request); writes bench/tuning*.*
 	$(BIN)/python scripts/evaluate-tuning.py --data ../shared/datasets --split $(SPLIT)
 
-evaluate-tuning-appliance: host-deps venv ## Site tuning through the live test host: learning, mlwaf tune, replay (needs ../shared/datasets; SPLIT as above); writes bench/tuning-appliance*.*
+evaluate-tuning-appliance: host-deps venv collection ## Site tuning through the live test host: learning, mlwaf tune, replay (needs ../shared/datasets; SPLIT as above); writes bench/tuning-appliance*.*
 	molecule converge -s default
 	$(BIN)/python scripts/evaluate-tuning-appliance.py --data ../shared/datasets --split $(SPLIT)
 

@@ -32,13 +32,13 @@ import numpy as np
 from mlwaf.behaviour.engine import ASSET, Behaviour
 from mlwaf.behaviour.features import compute
 from mlwaf.behaviour.model import WindowModel, load_window_model
-from mlwaf.behaviour.reallogs import annotated_training, iliou, scanners
-from mlwaf.behaviour.simulate import DEMO_SITE, Generator, site_from_requests
 from mlwaf.behaviour.tracker import Event, LocalTracker, bytes_per_client
 from mlwaf.config import BehaviourSettings
-from mlwaf.datasets import csic_split
-from mlwaf.evaluate import one_cpu
 from mlwaf.request import RequestError, from_wire
+from mlwaf.training.datasets import csic_split
+from mlwaf.training.evaluate import one_cpu
+from mlwaf.training.reallogs import annotated_training, iliou, scanners
+from mlwaf.training.simulate import DEMO_SITE, Generator, site_from_requests
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +78,7 @@ def replay(records: list[dict], settings: BehaviourSettings) -> dict[str, list[t
 
 
 def real_sessions(data: Path, settings: BehaviourSettings) -> dict[str, tuple[int, int, list[int]]]:
-    """Real logs, each session its own client (``mlwaf.behaviour.reallogs``): the Iliou et al.
+    """Real logs, each session its own client (``mlwaf.training.reallogs``): the Iliou et al.
     web bot sessions (humans, moderate and advanced bots; labels from the log files) and the
     three scanners' logs. {label: (sessions flagged, sessions, requests until flagged)}.
     Flagged: a finding at the confidence threshold or a ban at any point."""

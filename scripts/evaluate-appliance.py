@@ -27,10 +27,11 @@ import sys
 import time
 from pathlib import Path
 
-from mlwaf import targets
 from mlwaf.config import ProfileSettings
-from mlwaf.datasets import FAMILIES
-from mlwaf.evaluate import (
+from mlwaf.model import load_model
+from mlwaf.training import acceptance
+from mlwaf.training.datasets import FAMILIES
+from mlwaf.training.evaluate import (
     Detector,
     EvaluationError,
     Item,
@@ -47,7 +48,6 @@ from mlwaf.evaluate import (
     real_items,
     test_items,
 )
-from mlwaf.model import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("bench_appliance", ROOT / "scripts" / "bench-appliance.py")
@@ -141,7 +141,7 @@ def main() -> int:
         f"Model {model.version}; appliance stacks: {', '.join(STACKS)} (a 403 is a block). "
         f"Requests the analyzer did not answer in time (fallbacks): {fallbacks}.\n"
     ]
-    goals: list[targets.Target] = []
+    goals: list[acceptance.Target] = []
     for unit, items, picture in (
         ("requests", requests, "detection-appliance.png"),
         ("values", values, "detection-appliance-values.png"),
@@ -151,16 +151,16 @@ def main() -> int:
         report.append(markdown(result, unit))
         # the "better than CRS PL1 on detection and false positives", through the appliance
         compared = FAMILIES if unit == "requests" else ("benign",)
-        goals += targets.better_than(result, "ml", "crs-pl1", compared, unit)
+        goals += acceptance.better_than(result, "ml", "crs-pl1", compared, unit)
         summary[f"per_{unit.rstrip('s')}"] = overall(result)
         chart(result, out / picture, unit)
     # real traffic of the held-back sources, replayed as recorded
     result = evaluate(real, {"mlwaf (offline)": offline["mlwaf (offline)"], **{n: replay(n, "real") for n in decided}})
     report.append(
-        f"Real traffic: up to {args.real_per_source:,} requests of each held-back source (mlwaf.traffic), "
+        f"Real traffic: up to {args.real_per_source:,} requests of each held-back source (mlwaf.training.traffic), "
         "replayed with their own method, headers and body:\n\n" + markdown(result, "requests", ("benign",))
     )
-    goals += targets.false_positives_per_source(result, "crs-pl1+ml")
+    goals += acceptance.false_positives_per_source(result, "crs-pl1+ml")
     summary["real_traffic"] = {
         name: {source: cells[name].rate for (source, _), cells in sorted(result.by_source.items())}
         for name in result.detectors
@@ -180,8 +180,8 @@ def main() -> int:
     result = evaluate(benign + tampered, detectors)
     report.append("Tampered requests (the application profile's test):\n\n" + markdown(result, "requests", families))
     summary["tampered"] = overall(result, families)
-    report.append(targets.markdown(goals))
-    summary["targets"] = targets.summary(goals)
+    report.append(acceptance.markdown(goals))
+    summary["targets"] = acceptance.summary(goals)
     text = "\n".join(report)
     print(text)
     (out / "detection-appliance.md").write_text(text, encoding="utf-8")

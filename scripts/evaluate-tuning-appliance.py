@@ -4,7 +4,7 @@
     .venv/bin/python scripts/evaluate-tuning-appliance.py [--data DIR] [--min-clients 3] [--split alternate]
 
 The Molecule scenario's host must be up (`molecule converge -s default`). Sites: the
-real-traffic sources held back from training (``mlwaf.traffic``), up to
+real-traffic sources held back from training (``mlwaf.training.traffic``), up to
 ``--per-site`` requests each, in the order the source recorded them, replayed with
 their own method, headers and body:
 
@@ -38,8 +38,8 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from mlwaf.evaluate import _HEADER_NAME, _HOP_HEADERS, _URL_SAFE
-from mlwaf.traffic import SITE_LISTS, real_requests, role
+from mlwaf.training.evaluate import _HEADER_NAME, _HOP_HEADERS, _URL_SAFE
+from mlwaf.training.traffic import SITE_LISTS, real_requests, role
 from mlwaf.tuning.proposal import dump
 from mlwaf.tuning.propose import DAY, Options, propose
 

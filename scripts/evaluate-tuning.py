@@ -4,7 +4,7 @@
     .venv/bin/python scripts/evaluate-tuning.py [--data ../shared/datasets] [--min-clients 3] [--split alternate]
 
 Sites: the real-traffic sources held back from training and calibration's threshold
-search alike (``mlwaf.traffic`` roles calibration and test) on which the shipped model
+search alike (``mlwaf.training.traffic`` roles calibration and test) on which the shipped model
 refuses benign requests. For each, in the order the source recorded them:
 
 * the learning period: the first half through the analyzer in detection-only mode,
@@ -39,10 +39,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from mlwaf.config import ModelSettings, ParamAllow, Settings
-from mlwaf.datasets import FAMILIES, extra_payloads, httpparams
 from mlwaf.decision import Analyzer
 from mlwaf.request import Arg, Request
-from mlwaf.traffic import RealRequest, real_requests, role
+from mlwaf.training.datasets import FAMILIES, extra_payloads, httpparams
+from mlwaf.training.traffic import RealRequest, real_requests, role
 from mlwaf.tuning.propose import DAY, Options, propose
 from mlwaf.tuning.record import record
 

@@ -1,3 +1,3 @@
 """mlwaf: the machine-learning analyzer of the mlwaf WAF appliance."""
 
-__version__ = "0.1.0"
+__version__ = "0.4.0"

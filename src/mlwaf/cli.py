@@ -1,58 +1,26 @@
-"""``mlwaf``: the analyzer's command line (serve, score, query, check, train, evaluate, learn, feedback;
-and the operations commands of mlwaf.ops.commands: status, monitor, performance-check, report)."""
+"""``mlwaf``: the analyzer's command line (serve, score, query, check; learn, feedback, tune; the
+operations commands of mlwaf.ops.commands: status, monitor, performance-check, report; and the
+training commands declared by mlwaf.training.cli, loaded only when one of them runs)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
-from mlwaf import __version__, targets
+from mlwaf import __version__
 from mlwaf.behaviour.geo import GeoError
-from mlwaf.behaviour.simulate import DEMO_SITE, Generator, SimulationError, drive, site_from_requests
-from mlwaf.behaviour.simulate import SCENARIOS as SIMULATION_SCENARIOS
-from mlwaf.config import (
-    BEHAVIOUR_PROFILES,
-    DEFAULT_CONFIG,
-    ConfigError,
-    ModelSettings,
-    ProfileSettings,
-    Settings,
-    load,
-)
-from mlwaf.datasets import FAMILIES, DatasetError, csic_split, extra_samples
+from mlwaf.config import BEHAVIOUR_PROFILES, DEFAULT_CONFIG, ConfigError, ModelSettings, Settings, load
 from mlwaf.decision import Analyzer
-from mlwaf.evaluate import (
-    Cell,
-    Detector,
-    EvaluationError,
-    LabelledRequest,
-    Result,
-    agent_detector,
-    agent_items,
-    chart,
-    evaluate,
-    inference_ms,
-    libinjection_detector,
-    markdown,
-    model_detector,
-    overall,
-    part_rates,
-    placement_items,
-    profile_detector,
-    profile_items,
-    real_items,
-    real_site_paths,
-    test_items,
-)
 from mlwaf.feedback import FeedbackError, export
 from mlwaf.learn import learn
-from mlwaf.model import DEFAULT_RUNTIME, RUNTIMES, ModelError, load_model
+from mlwaf.model import ModelError
 from mlwaf.ops.commands import add_commands
 from mlwaf.ops.logs import LogError
 from mlwaf.ops.report import ReportError
@@ -60,6 +28,7 @@ from mlwaf.profile import ProfileError
 from mlwaf.protocol import VERSION, Reply, encode_line, exchange
 from mlwaf.request import Limits, Request, RequestError, from_wire
 from mlwaf.server import safe_analyze, serve
+from mlwaf.training import cli as training_cli
 from mlwaf.tuning.proposal import dump as dump_tuning
 from mlwaf.tuning.proposal import load as load_tuning
 from mlwaf.tuning.propose import Options as TuneOptions
@@ -67,8 +36,8 @@ from mlwaf.tuning.propose import propose
 from mlwaf.tuning.record import RecordError
 
 EXIT_USAGE, EXIT_UNAVAILABLE = 2, 3
-NETWORK_EPOCHS = 12  # mlwaf.neural.NetworkSettings.epochs (not imported: TensorFlow loads slowly)
-NETWORK_MEMBERS = 2  # mlwaf.train.TrainSettings.members
+# the attack model a source checkout ships (src/mlwaf/cli.py -> files/models/attack.json)
+SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "files" / "models" / "attack.json"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -92,17 +61,12 @@ def _settings(args: argparse.Namespace) -> Settings:
         settings = Settings(**{**settings.__dict__, "models": moved, "behaviour": behaviour})
     if getattr(args, "mode", None):
         settings = Settings(**{**settings.__dict__, "mode": args.mode})
+    if not settings.models and not args.config and SHIPPED_MODEL.is_file():
+        print(f"mlwaf: no --model or --config given; using the checkout's shipped {SHIPPED_MODEL}", file=sys.stderr)
+        settings = Settings(**{**settings.__dict__, "models": {"attack": ModelSettings(path=str(SHIPPED_MODEL))}})
     if not settings.models:
         raise ConfigError(f"no model configured: pass --model PATH/attack.json or --config (default {DEFAULT_CONFIG})")
     return settings
-
-
-def _datasets(folder: str) -> Path:
-    """The labelled datasets folder (the project's shared/datasets), checked."""
-    data = Path(folder)
-    if not (data / "httpparams").is_dir():
-        raise ConfigError(f"{data} does not look like the datasets folder (no httpparams/ inside)")
-    return data
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -215,8 +179,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.behaviour:
         settings = replace(settings, behaviour=replace(settings.behaviour, enabled=True, profile=args.behaviour))
     analyzer = Analyzer.from_settings(settings)
-    source: TextIO = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
-    sink: TextIO = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
+    try:
+        source: TextIO = (
+            sys.stdin if args.input == "-" else open(args.input, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
+        )
+        sink: TextIO = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise ConfigError(f"cannot open {exc.filename}: {exc.strerror}") from None
     counts = {"allow": 0, "block": 0, "log": 0, "errors": 0}
     started = time.perf_counter()
     with source, sink:
@@ -282,200 +251,6 @@ def cmd_query(args: argparse.Namespace) -> int:
         for key in ("note", "error"):
             if answer.get(key):
                 print(f"  {key}: {answer[key]}")
-    return 0
-
-
-def _with_progress(label: str, work: Callable[[Callable[[int, int], None]], dict]) -> dict:
-    """Run ``work(progress)`` under a progress bar; its result."""
-    from rich.progress import Progress  # noqa: PLC0415 - only training needs it
-
-    with Progress(transient=True) as bar:
-        task = bar.add_task(label, total=None)
-        return work(lambda done, total: bar.update(task, completed=done, total=total))
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    if args.kind == "flood":
-        return _train_flood(args)
-
-    from mlwaf.neural import NetworkSettings  # noqa: PLC0415 - TensorFlow: training only
-    from mlwaf.train import TrainSettings, recalibrate, train_attack  # noqa: PLC0415
-
-    data = _datasets(args.data)
-    if args.recalibrate:
-        meta = recalibrate(data, Path(args.out) / "attack.json")
-    else:
-        extra = [sample for path in args.extra for sample in extra_samples(Path(path))]
-        network = NetworkSettings(epochs=args.epochs or NETWORK_EPOCHS, seed=args.seed)
-        settings = TrainSettings(network=network, members=args.members or NETWORK_MEMBERS)
-        meta = _with_progress(
-            "training attack model", lambda progress: train_attack(data, Path(args.out), settings, progress, extra)
-        )
-    files = ", ".join(f"{name} ({meta['bytes'][name] / 1000:.0f} kB)" for name in meta["files"].values())
-    print(f"wrote {args.out}: attack.json, {files} -- model {meta['version']}")
-    for runtime, table in meta["test"].items():
-        limits = meta["thresholds"][runtime]
-        rates = ", ".join(
-            f"{family} {'FPR' if 'fpr' in row else 'TPR'} {100 * row.get('fpr', row.get('tpr', 0)):.2f}%"
-            for family, row in table.items()
-        )
-        print(f"  {runtime:12s} block >= {limits['block']}: {rates}")
-    return 0
-
-
-def _train_flood(args: argparse.Namespace) -> int:
-    if args.extra or args.members or args.recalibrate:
-        raise ConfigError("--extra, --members and --recalibrate are for the attack model only")
-    from mlwaf.behaviour.training import FloodSettings, train_flood  # noqa: PLC0415 - TensorFlow: training only
-
-    data = _datasets(args.data)
-    settings = FloodSettings(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
-    meta = _with_progress(
-        "generating traffic, training the flood/bot model",
-        lambda progress: train_flood(data, Path(args.out), settings, progress),
-    )
-    files = ", ".join(f"{name} ({meta['bytes'][name] / 1000:.0f} kB)" for name in meta["files"].values())
-    print(f"wrote {args.out}: flood.json, {files} -- model {meta['version']}, {meta['training']['rows']:,} rows")
-    for runtime, limits in meta["thresholds"].items():
-        print(f"  {runtime} (block >= {limits['block']}), sessions flagged:")
-        tables = {"generated test": meta["test"][runtime], **meta["real"][runtime]}
-        for source, table in tables.items():
-            shown = ", ".join(f"{name} {row['flagged']}/{row['sessions']}" for name, row in table.items())
-            print(f"    {source}: {shown}")
-    return 0
-
-
-PLACED_PER_FAMILY = 500  # test attacks per family placed in every part of a request
-
-
-def _rate_text(cell: Cell) -> str:
-    return f"TPR {100 * cell.rate:.2f}% ({cell.blocked:,}/{cell.n:,})"
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    data = _datasets(args.data)
-    model = load_model(args.model, args.runtime)
-    detectors: dict[str, Detector] = {"mlwaf": model_detector(model)}
-    if not args.no_libinjection:
-        detectors["libinjection"] = libinjection_detector()
-    test, requests, _ = test_items(data, args.seed)
-    per_value, per_request = evaluate(test, detectors), evaluate(requests, detectors)
-    real_requests = real_items(data)
-    real = evaluate(real_requests, detectors)
-    attacks = [s for s in test if s.family != "benign" and not s.source.startswith("generated")]
-    placement = evaluate(placement_items(attacks, PLACED_PER_FAMILY, args.seed), {"mlwaf": detectors["mlwaf"]})
-    parts = part_rates(placement, "mlwaf")
-    milliseconds = inference_ms(model, real_requests)
-    report = (
-        f"Model {model.version}, runtime {args.runtime}: {milliseconds:.3f} ms of inference per request "
-        f"(batches of 32 held-back real-traffic requests, every part read, one CPU, no cache).\n\n"
-        "## Real traffic\n\nRequests of the real-traffic sources held back from training and calibration "
-        "(mlwaf.traffic), read as the analyzer reads them (every part, unwrapped).\n\n"
-        + markdown(real, "requests", ("benign",))
-        + "\n## Where the attack sits\n\n"
-        f"Up to {PLACED_PER_FAMILY} test attacks per family, each placed in every part of a request "
-        "(mlwaf.placement); detection by the model.\n\n"
-        + "| part | requests | mlwaf |\n|---|---:|---|\n"
-        + "".join(f"| {part} | {cell.n:,} | {_rate_text(cell)} |\n" for part, cell in parts.items())
-        + "\n## CSIC requests and the test values\n\n"
-        + markdown(per_request, "requests")
-        + "\n"
-        + markdown(per_value, "values")
-    )
-    agents = evaluate(agent_items(data, test, args.seed), {**detectors, "mlwaf": agent_detector(model)})
-    report += (
-        "\n## User-Agent header\n\nReal visitors' User-Agents (CSIC 2010, Iliou logs), generated ones training "
-        "never drew, and the test attacks sent as a User-Agent; mlwaf reads the header as the analyzer does "
-        "(a plain browser or tool string is not scored).\n\n" + markdown(agents, "values")
-    )
-    profile_report, profile_rates, profile_result = _evaluate_profile(data, args.seed, detectors)
-    goals = [
-        *targets.false_positives_per_source(real, "mlwaf"),
-        *targets.detection(per_request, "mlwaf"),
-        *targets.placement(parts),
-        targets.false_positives(per_request, "mlwaf", name="CSIC benign requests blocked"),
-        *targets.detection(profile_result, "profile", {"tampered": targets.PROFILE_MIN_DETECTION}),
-        targets.false_positives(profile_result, "profile", name="benign requests blocked by the application profile"),
-    ]
-    if "libinjection" in detectors:
-        goals += targets.better_than(per_request, "mlwaf", "libinjection", FAMILIES, "requests")
-    goals.append(targets.inference(milliseconds))
-    report += "\n" + profile_report + "\n" + targets.markdown(goals)
-    print(report, end="")
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "detection.md").write_text(report, encoding="utf-8")
-        summary = {
-            "model": model.version,
-            "runtime": args.runtime,
-            "inference_ms_per_request": round(milliseconds, 4),
-            "requests": len(requests),
-            "values": len(test),
-            "real_traffic": {source: cells["mlwaf"].rate for (source, _), cells in sorted(real.by_source.items())},
-            "parts": {part: cell.rate for part, cell in parts.items()},
-            "per_request": overall(per_request),
-            "per_value": overall(per_value),
-            "user_agent": overall(agents),
-            "profile": profile_rates,
-            "targets": targets.summary(goals),
-        }
-        (out / "detection.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        chart(per_request, out / "detection.png", "requests")
-        chart(per_value, out / "detection-values.png", "values")
-        print(f"wrote {out}/detection.md, detection.json, detection.png and detection-values.png", file=sys.stderr)
-    return 0
-
-
-def _evaluate_profile(data: Path, seed: int, detectors: dict[str, Detector]) -> tuple[str, dict[str, object], Result]:
-    """The application profile on the example site (CSIC) next to the other detectors, and a
-    real site's paths; markdown, machine-readable rates and the example site's counts."""
-    threshold = ProfileSettings.block_threshold
-    profile, items = profile_items(data, seed)
-    result = evaluate(items, {"profile": profile_detector(profile, threshold), **detectors})
-    families = ("benign", "tampered")
-    lines = [
-        f"## Application profile (block >= {threshold})",
-        "",
-        f"Learned from CSIC's {profile.requests:,} training-side normal requests ({len(profile.endpoints)} endpoints); "
-        "tested on the held-back normal requests and a tampered copy of each.",
-        "",
-        markdown(result, "requests", families),
-    ]
-    rates: dict[str, object] = {"threshold": threshold, "csic": overall(result, families)}
-    site = real_site_paths(data)
-    if site is not None:
-        site_profile, site_requests = site
-        site_items = [LabelledRequest(r, "benign", "iliou-humans-day3") for r in site_requests]
-        flagged = profile_detector(site_profile, threshold)(site_items)
-        fpr = sum(flagged) / len(flagged)
-        lines += [
-            f"Real site, paths and methods only (Iliou human visitors: learned from {site_profile.requests:,} "
-            f"requests of two logs, tested on {len(flagged):,} of a third): FPR {100 * fpr:.2f}% ({sum(flagged)})",
-            "",
-        ]
-        rates["real_site_paths_fpr"] = round(fpr, 6)
-    return "\n".join(lines), rates, result
-
-
-def cmd_simulate(args: argparse.Namespace) -> int:
-    site = DEMO_SITE
-    if args.data:
-        site = site_from_requests(csic_split(_datasets(args.data))[0])
-    generator = Generator(site, seed=args.seed)
-    records = [record for name in args.scenario for record in generator.scenario(name, args.count)]
-    if args.url:
-        outcome = drive(records, args.url, args.max_requests, args.max_seconds)
-        statuses = ", ".join(
-            f"{code}: {n} (first after {outcome.first[code]} s)" for code, n in sorted(outcome.statuses.items())
-        )
-        print(f"sent {outcome.sent} requests to {args.url}; {statuses}; {outcome.failed} failed")
-        return 0
-    sink: TextIO = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
-    with sink:
-        for record in sorted(records, key=lambda r: r["ts"]):  # type: ignore[arg-type, return-value]
-            sink.write(encode_line(record).decode("utf-8"))
-    print(f"mlwaf: {len(records)} requests of {', '.join(args.scenario)}", file=sys.stderr)
     return 0
 
 
@@ -610,57 +385,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the raw protocol reply")
     p.set_defaults(func=cmd_query)
 
-    _add_model_commands(sub)
-
-    p = sub.add_parser(
-        "simulate",
-        help="generate labelled traffic (normal browsing, floods, scanners, bots, credential stuffing)",
-        description="Writes JSON lines in the mlwaf score input format, with client_ip, ts, the status the "
-        "site answered, and the scenario as label; or sends them live to a loopback URL (bounded).",
-    )
-    p.add_argument("scenario", nargs="+", choices=SIMULATION_SCENARIOS)
-    p.add_argument(
-        "-n", "--count", type=int, default=100, help="sessions (normal), seconds (floods) or requests (others)"
-    )
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--data", help="datasets folder: build the site from CSIC 2010's requests (default: the demo site)")
-    p.add_argument("-o", "--output", default="-", help="JSON-lines file (default: stdout)")
-    p.add_argument("--url", help="send live to this loopback URL instead (e.g. http://127.0.0.1)")
-    p.add_argument("--max-requests", type=int, default=5000, help="live: stop after this many (default 5000)")
-    p.add_argument("--max-seconds", type=float, default=60.0, help="live: stop after this long (default 60)")
-    p.set_defaults(func=cmd_simulate)
+    _add_site_commands(sub)
+    training_cli.add_commands(sub)
+    add_commands(sub)
     return top
 
 
-def _add_model_commands(sub: argparse._SubParsersAction) -> None:
-    """train, learn, feedback and evaluate: the commands that make and judge models."""
-    p = sub.add_parser("train", help="train a model from the labelled datasets")
-    p.add_argument("kind", choices=("attack", "flood"), help="attack: the injection model; flood: the flood/bot model")
-    p.add_argument("--data", required=True, help="datasets folder (the project's shared/datasets)")
-    p.add_argument("--out", default="files/models", help="output folder (default files/models)")
-    p.add_argument("--epochs", type=int, help=f"training epochs (default: attack {NETWORK_EPOCHS}, flood 12)")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument(
-        "--members",
-        type=int,
-        choices=range(1, 4),
-        metavar="N",
-        help=f"attack: networks averaged, seeds SEED to SEED+N-1 (default {NETWORK_MEMBERS}; 1 to 3)",
-    )
-    p.add_argument(
-        "--extra",
-        action="append",
-        default=[],
-        metavar="JSONL",
-        help='operator-labelled values, one {"text": ..., "family": ...} a line (repeatable; training side only)',
-    )
-    p.add_argument(
-        "--recalibrate",
-        action="store_true",
-        help="attack: set the thresholds and rates of the model in --out again from the data, no training",
-    )
-    p.set_defaults(func=cmd_train)
-
+def _add_site_commands(sub: argparse._SubParsersAction) -> None:
+    """learn, feedback and tune: the commands that fit the analyzer to its site."""
     p = sub.add_parser(
         "learn",
         help="learn the site's application profile from observations, request files or access logs",
@@ -697,20 +429,6 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_feedback)
 
     p = sub.add_parser(
-        "evaluate",
-        help="rates of the model and libinjection side by side on the untouched test split",
-        description="Per test request and per test value: TPR per attack family, FPR on benign ones, "
-        "balanced accuracy; overall and per source; and the model's inference time per request. "
-        "Markdown on stdout; with --out also detection.md/.json and two PNG charts.",
-    )
-    p.add_argument("--data", required=True, help="datasets folder (the project's shared/datasets)")
-    p.add_argument("--model", default="files/models/attack.json", help="model metadata (default: the shipped one)")
-    p.add_argument("--out", help="folder for detection.md, detection.json and detection.png")
-    p.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME, help="which export to run")
-    p.add_argument("--no-libinjection", action="store_true", help="evaluate the model alone")
-    p.add_argument("--seed", type=int, default=7, help="the training seed (the test split depends on it)")
-    p.set_defaults(func=cmd_evaluate)
-    p = sub.add_parser(
         "tune",
         help="propose CRS exclusions and model suppressions from a learning period's recording",
         description="Reads the analyzer's tuning recording ([logs] tuning_record; rotated and .gz files "
@@ -740,27 +458,30 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--check", metavar="FILE", help="check a (reviewed) proposal can be deployed, and exit")
     p.set_defaults(func=cmd_tune)
-    add_commands(sub)
+
+
+USAGE_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    ModelError,
+    RequestError,
+    FeedbackError,
+    ProfileError,
+    GeoError,
+    ReportError,
+    LogError,
+    RecordError,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    func, errors = args.func, USAGE_ERRORS
+    if isinstance(func, str):  # a training command: its module is loaded only now
+        commands = importlib.import_module(training_cli.COMMANDS)
+        func, errors = getattr(commands, func), errors + commands.ERRORS
     try:
-        return args.func(args)
-    except (
-        ConfigError,
-        ModelError,
-        RequestError,
-        EvaluationError,
-        DatasetError,
-        FeedbackError,
-        ProfileError,
-        SimulationError,
-        GeoError,
-        ReportError,
-        LogError,
-        RecordError,
-    ) as exc:
+        return func(args)
+    except errors as exc:
         print(f"mlwaf: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlwaf.datasets import FAMILIES
 from mlwaf.files import json_objects
+from mlwaf.model import FAMILIES
 
 
 class FeedbackError(ValueError):

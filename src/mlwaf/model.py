@@ -40,6 +40,7 @@ from mlwaf.features import SHAPES, SPEC_VERSION, fit_length, fit_rows, signature
 from mlwaf.files import read_json
 
 BENIGN = "benign"
+FAMILIES = (BENIGN, "sqli", "xss", "cmdi", "traversal")  # the attack model's classes
 KIND = "char-cnn"
 DEFAULT_RUNTIME = RUNTIMES[0]
 CACHE_ENTRIES = 16384  # per model and worker process; oldest entry dropped first

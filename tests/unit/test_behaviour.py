@@ -15,7 +15,6 @@ from mlwaf.behaviour.detect import PROFILES, severity
 from mlwaf.behaviour.engine import Behaviour, event_of, is_browser
 from mlwaf.behaviour.features import compute, entropy
 from mlwaf.behaviour.geo import GeoError, open_geo
-from mlwaf.behaviour.simulate import DEMO_SITE, Generator, SimulationError, check_target
 from mlwaf.behaviour.tracker import WAYS, Event, LocalTracker, bytes_per_client
 from mlwaf.cli import score_lines
 from mlwaf.config import BehaviourSettings, ModelSettings, Settings
@@ -23,6 +22,7 @@ from mlwaf.decision import Analyzer
 from mlwaf.protocol import Reply
 from mlwaf.request import Request, from_wire
 from mlwaf.server import DecisionLog
+from mlwaf.training.simulate import DEMO_SITE, Generator, SimulationError, check_target
 
 MODEL = str(Path(__file__).resolve().parents[2] / "files" / "models" / "attack.json")
 

@@ -78,6 +78,15 @@ def test_score_contract() -> None:
     assert "3 block, 0 log, 1 allow, 2 unreadable" in result.stderr
 
 
+def test_score_from_a_checkout_finds_the_shipped_model(tmp_path: Path) -> None:
+    stdin = json.dumps({"id": 1, "path": "/s?q=1%20union%20select%20password%20from%20users--"})
+    command = [sys.executable, "-m", "mlwaf.cli", "score"]
+    result = subprocess.run(command, input=stdin, capture_output=True, text=True, cwd=tmp_path, check=False)
+    assert result.returncode == 0, result.stderr
+    assert f"using the checkout's shipped {MODEL}" in result.stderr
+    assert json.loads(result.stdout)["verdict"] == "block"
+
+
 def test_score_detection_only_mode() -> None:
     stdin = json.dumps({"id": 1, "path": "/s?q=1%20union%20select%20password%20from%20users--"})
     out = json.loads(run("score", "--model", MODEL, "--mode", "detection-only", stdin=stdin).stdout)
@@ -89,16 +98,13 @@ def test_score_detection_only_mode() -> None:
     [
         (["check", "--model", "/nonexistent/attack.json"], "cannot read model metadata"),
         (["check", "--config", "/nonexistent.toml"], "cannot read /nonexistent.toml"),
-        (["score", "--model", MODEL, "/nonexistent.jsonl"], "No such file"),
+        (["score", "--model", MODEL, "/nonexistent.jsonl"], "cannot open /nonexistent.jsonl: No such file"),
+        (["simulate", "flood", "stampede"], "unknown scenario stampede"),
         (["train", "flood", "--data", "/nonexistent", "--extra", "x.jsonl"], "are for the attack model only"),
         (["train", "flood", "--data", "/nonexistent", "--recalibrate"], "are for the attack model only"),
     ],
 )
 def test_errors_are_readable(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    if args[0] == "score":
-        with pytest.raises(FileNotFoundError, match=message):
-            main(args)
-        return
     assert main(args) == 2
     assert message in capsys.readouterr().err
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from mlwaf.cli import main
-from mlwaf.datasets import HttpRequest, Sample
-from mlwaf.evaluate import (
+from mlwaf.model import load_model
+from mlwaf.training.datasets import HttpRequest, Sample
+from mlwaf.training.evaluate import (
     EvaluationError,
     LabelledRequest,
     agent_detector,
@@ -23,7 +24,6 @@ from mlwaf.evaluate import (
     overall,
     per_value,
 )
-from mlwaf.model import load_model
 
 MODELS = Path(__file__).resolve().parents[2] / "files" / "models"
 SAMPLES = [

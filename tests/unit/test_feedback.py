@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from mlwaf.cli import main
-from mlwaf.datasets import extra_samples
 from mlwaf.feedback import FeedbackError, export
+from mlwaf.training.datasets import extra_samples
 
 
 def entry(request_id: str, verdict: str, *values: str) -> str:

@@ -12,10 +12,10 @@ import pytest
 from mlwaf.behaviour.engine import Behaviour
 from mlwaf.behaviour.features import NAMES, Features
 from mlwaf.behaviour.model import CLASSES, LOGGED, WindowModel, load_window_model, vector
-from mlwaf.behaviour.simulate import DEMO_SITE, Generator
 from mlwaf.config import BehaviourSettings
 from mlwaf.model import ModelError
 from mlwaf.request import from_wire
+from mlwaf.training.simulate import DEMO_SITE, Generator
 
 SHIPPED = Path(__file__).resolve().parents[2] / "files" / "models" / "flood.json"
 QUIET = Features(8, 0.1, 1, 1.5, 1.0, 0.0, 1.0, 0.0, 0.2, 0.4, 0.0, 0.0, 0.0, 2, 0.4, 1.0, 9.0)
@@ -58,7 +58,7 @@ def test_probabilities_are_put_on_the_policy_scale() -> None:
 
 def test_training_exports_every_runtime_and_loading_checks_them(tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
-    from mlwaf.behaviour.training import FILES, FloodSettings, train_flood  # noqa: PLC0415 - needs TensorFlow
+    from mlwaf.training.flood import FILES, FloodSettings, train_flood  # noqa: PLC0415 - needs TensorFlow
 
     out = tmp_path / "models"
     settings = FloodSettings(sessions=40, runs=4, epochs=3, hidden=8)

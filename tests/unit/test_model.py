@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from mlwaf.cli import main
-from mlwaf.datasets import DatasetError, extra_samples
 from mlwaf.features import SHAPES, WINDOW, fit_length, windows
 from mlwaf.model import RUNTIMES, AttackModel, ModelError, load_model, sha256_file
+from mlwaf.training.datasets import DatasetError, extra_samples
 
 MODELS = Path(__file__).resolve().parents[2] / "files" / "models"
 

@@ -1,4 +1,4 @@
-"""A payload placed in each part of a request reaches the model (mlwaf.placement)."""
+"""A payload placed in each part of a request reaches the model (mlwaf.training.placement)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 
 from mlwaf.features import normalise
 from mlwaf.inputs import model_inputs
-from mlwaf.placement import PARTS, placed
 from mlwaf.request import Limits, from_wire
+from mlwaf.training.placement import PARTS, placed
 
 
 @pytest.mark.parametrize("payload", ["' or 1=1--", "<svg onload=alert(1)>", ";cat /etc/passwd", "../../etc/shadow"])

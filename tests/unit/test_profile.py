@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from mlwaf.cli import main
-from mlwaf.datasets import HttpRequest
 from mlwaf.learn import learn
 from mlwaf.profile import SPEC, Observation, Profile, ProfileError, char_classes, endpoint_of, novelty, observe
 from mlwaf.request import Arg, Request
-from mlwaf.tamper import MUTATIONS, tamper
+from mlwaf.training.datasets import HttpRequest
+from mlwaf.training.tamper import MUTATIONS, tamper
 
 
 def shop_request(rng: random.Random) -> Request:

@@ -68,3 +68,19 @@ def test_role_readme_table_is_current(role: str) -> None:
 def test_templates_are_marked_managed(template: Path) -> None:
     head = template.read_text().splitlines()[:2]
     assert any("ansible_managed | comment" in line for line in head)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_role_readme_keeps_the_usual_order(role: str) -> None:
+    readme = (ROLES_DIR / role / "README.md").read_text()
+    headings = [line[3:] for line in readme.splitlines() if line.startswith("## ")]
+    usual = ["Requirements", "Role Variables", "Dependencies", "Example Playbook"]
+    assert [h for h in headings if h in usual] == usual
+    assert headings[-len(usual) :] == usual, "explanations come before Requirements"
+
+
+@pytest.mark.parametrize("playbook", sorted((ROLES_DIR.parent / "playbooks").glob("*.yml")), ids=lambda p: p.name)
+def test_playbooks_address_roles_by_their_collection_name(playbook: Path) -> None:
+    names = re.findall(r"^\s+(?:- role|name): ([a-z_.]+)$", playbook.read_text(), re.M)
+    roles = [n for n in names if n.split(".")[-1] in ROLES]
+    assert all(n == f"mlwaf.appliance.{n.split('.')[-1]}" for n in roles), roles

@@ -1,4 +1,4 @@
-"""Real-traffic corpora split by source (mlwaf.traffic), on a small folder laid out like shared/datasets."""
+"""Real-traffic corpora split by source (mlwaf.training.traffic), on a small folder laid out like shared/datasets."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import gzip
 import json
 from pathlib import Path
 
-from mlwaf.traffic import ROLES, benign_values, real_requests, request_inputs, role, source_of, source_roles
+from mlwaf.training.traffic import ROLES, benign_values, real_requests, request_inputs, role, source_of, source_roles
 
 
 def write(root: Path, folder: str, rows: list[dict], name: str = "requests.jsonl.gz") -> None:

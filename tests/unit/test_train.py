@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlwaf.augment import behind_value, js_call, other_path, script_only, variants
-from mlwaf.datasets import (
+from mlwaf.features import SHAPES, normalise, signature, windows
+from mlwaf.model import KIND, AttackModel, load_model
+from mlwaf.training.augment import behind_value, js_call, other_path, script_only, variants
+from mlwaf.training.datasets import (
     FAMILIES,
     Sample,
     filled,
@@ -25,9 +27,7 @@ from mlwaf.datasets import (
     marked,
     training_and_test,
 )
-from mlwaf.features import SHAPES, normalise, signature, windows
-from mlwaf.model import KIND, AttackModel, load_model
-from mlwaf.train import FILES, calibrate, request_scores, source_weights, write_checksums
+from mlwaf.training.train import FILES, calibrate, request_scores, source_weights, write_checksums
 
 ATTACKS = ["1 or 1=1", "union select 1", "' or ''='", "1; drop table x", "admin'--", "1 and sleep(5)"]
 BENIGN = ["hello", "coffee", "blue shirt", "paris", "john smith", "page 2"]
@@ -174,7 +174,7 @@ def test_source_weights_balance_families_and_temper_large_sources() -> None:
 
 
 def test_network_trains_exports_and_loads(tmp_path: Path) -> None:
-    neural = pytest.importorskip("mlwaf.neural")
+    neural = pytest.importorskip("mlwaf.training.neural")
     samples = [Sample(t, "sqli", "t") for t in ATTACKS] * 30 + [Sample(t, "benign", "t") for t in BENIGN] * 30
     rows = [windows(s.text)[0] for s in samples]
     labels = np.array([FAMILIES.index(s.family) for s in samples])
@@ -218,7 +218,7 @@ def test_network_trains_exports_and_loads(tmp_path: Path) -> None:
 
 
 def test_int8_calibration_gives_every_row_count_of_a_length_the_same_rows() -> None:
-    neural = pytest.importorskip("mlwaf.neural")
+    neural = pytest.importorskip("mlwaf.training.neural")
     examples = [windows(f"{a} {b} {n}")[0] for n in range(40) for a in ATTACKS for b in BENIGN]
     rows_by_shape: dict[str, list[np.ndarray]] = {}
     for name, feed in neural.calibration_batches(examples, seed=3):
@@ -231,7 +231,7 @@ def test_int8_calibration_gives_every_row_count_of_a_length_the_same_rows() -> N
 
 
 def test_ensemble_averages_its_members_in_keras_and_in_the_export(tmp_path: Path) -> None:
-    neural = pytest.importorskip("mlwaf.neural")
+    neural = pytest.importorskip("mlwaf.training.neural")
     samples = [Sample(t, "sqli", "t") for t in ATTACKS] * 10 + [Sample(t, "benign", "t") for t in BENIGN] * 10
     rows = [windows(s.text)[0] for s in samples]
     labels = np.array([FAMILIES.index(s.family) for s in samples])
@@ -251,9 +251,9 @@ def test_ensemble_averages_its_members_in_keras_and_in_the_export(tmp_path: Path
 
 
 def test_cli_defaults_match_the_training_settings() -> None:
-    neural = pytest.importorskip("mlwaf.neural")
-    from mlwaf.cli import NETWORK_EPOCHS, NETWORK_MEMBERS  # noqa: PLC0415
-    from mlwaf.train import TrainSettings  # noqa: PLC0415
+    neural = pytest.importorskip("mlwaf.training.neural")
+    from mlwaf.training.cli import NETWORK_EPOCHS, NETWORK_MEMBERS  # noqa: PLC0415
+    from mlwaf.training.train import TrainSettings  # noqa: PLC0415
 
     assert neural.NetworkSettings().epochs == NETWORK_EPOCHS
     assert TrainSettings().members == NETWORK_MEMBERS

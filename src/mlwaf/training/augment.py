@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 import re
 
-from mlwaf.datasets import Sample, marked
+from mlwaf.training.datasets import Sample, marked
 
 _SPECIAL = re.compile(r"[<>'\"();|&/.\\ ]")
 _SPACES = re.compile(r" +")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mlwaf.evaluate import Cell, Result
+from mlwaf.training.evaluate import Cell, Result
 
 # minimum detection per family, maximum false positives, inference time
 MIN_DETECTION = {"sqli": 0.99, "xss": 0.99, "cmdi": 0.97, "traversal": 0.97}

@@ -1,6 +1,6 @@
 """``mlwaf train flood``: the flood/bot model, from generated traffic, checked on real logs.
 
-Training data is traffic from ``mlwaf.behaviour.simulate`` with its settings
+Training data is traffic from ``mlwaf.training.simulate`` with its settings
 drawn at random per run (rates, clocks, jitter, waits, how many URLs), so the
 model learns kinds of clients rather than one generator's constants:
 
@@ -48,6 +48,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import tensorflow as tf
 
+from mlwaf import __version__
 from mlwaf.behaviour.engine import event_of
 from mlwaf.behaviour.features import NAMES, compute
 from mlwaf.behaviour.model import (
@@ -62,15 +63,15 @@ from mlwaf.behaviour.model import (
     load_window_model,
     vector,
 )
-from mlwaf.behaviour.reallogs import annotated_training, iliou, scanners
-from mlwaf.behaviour.simulate import DEMO_SITE, Generator, Page, site_from_requests
 from mlwaf.behaviour.tracker import LocalTracker
 from mlwaf.config import BehaviourSettings
-from mlwaf.datasets import csic_split
 from mlwaf.model import sha256_file
-from mlwaf.neural import balanced_weights, check_forward, to_litert, trainer
 from mlwaf.request import RequestError, from_wire
-from mlwaf.train import SIZE_LIMIT, write_checksums
+from mlwaf.training.datasets import csic_split
+from mlwaf.training.neural import balanced_weights, check_forward, to_litert, trainer
+from mlwaf.training.reallogs import annotated_training, iliou, scanners
+from mlwaf.training.simulate import DEMO_SITE, Generator, Page, site_from_requests
+from mlwaf.training.train import SIZE_LIMIT, write_checksums
 
 Progress = Callable[[int, int], None]
 FILES = {"litert-int8": "flood-int8.tflite", "litert-float": "flood.tflite", "tensorflow": "flood.keras"}
@@ -344,6 +345,7 @@ def train_flood(data: Path, out_dir: Path, settings: FloodSettings, progress: Pr
         "kind": KIND,
         "spec": SPEC,
         "version": f"mlp-{weights[:12]}",
+        "release": __version__,  # the mlwaf release the model ships with
         "classes": list(CLASSES),
         "features": list(NAMES),
         "normal": {name: [round(float(normal[:, i].mean()), 5), round(float(normal[:, i].std()), 5)]

@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlwaf.model import FAMILIES
 from mlwaf.request import Arg, Request, parse_urlencoded, url_decode
-from mlwaf.traffic import benign_values, label
+from mlwaf.training.traffic import benign_values, label
 
-FAMILIES = ("benign", "sqli", "xss", "cmdi", "traversal")
 _HTTPPARAMS_LABELS = {"norm": "benign", "sqli": "sqli", "xss": "xss", "cmdi": "cmdi", "path-traversal": "traversal"}
 # (folder glob under the dataset root, family)
 _WORDLISTS = (
@@ -586,7 +586,7 @@ def generated_agents(count: int, seed: int, source: str = "generated-agents") ->
 
 
 TRAINING_AGENTS = 6000  # generated User-Agents on the training side
-REAL_PER_FOLDER = 12000  # real benign inputs per dataset folder on the training side (mlwaf.traffic)
+REAL_PER_FOLDER = 12000  # real benign inputs per dataset folder on the training side (mlwaf.training.traffic)
 REAL_TEST_PER_FOLDER = 3000  # and on the test side, for the per-value test
 
 
@@ -853,7 +853,7 @@ def training_and_test(root: Path, seed: int = 7) -> tuple[list[Sample], list[Sam
 
     Test: HttpParamsDataset's own test file, gotestwaf's cases, mgm's benign
     look-alikes, payloads-extra's held-back repositories (``EXTRA_TEST_REPOS``), the inputs
-    of the real-traffic test sources (``mlwaf.traffic``), generated tokens and references
+    of the real-traffic test sources (``mlwaf.training.traffic``), generated tokens and references
     from another seed, and labels made of the other half of the licence words. Training:
     everything else (the three overlapping payload collections stay together on the training
     side; real traffic only from its training sources), less the attack lists' probes
@@ -874,7 +874,7 @@ def training_and_test(root: Path, seed: int = 7) -> tuple[list[Sample], list[Sam
     # Tokens from another seed check the model on values it has not seen; they
     # test the generator's kinds of token, not real traffic. Those the training
     # side also drew (one-character values, say) are left out of the test.
-    # real traffic: the inputs of the training sources' requests (mlwaf.traffic), and
+    # real traffic: the inputs of the training sources' requests (mlwaf.training.traffic), and
     # payloads-extra's training repositories
     train += [Sample(text, "benign", source) for text, source in benign_values(root, "train", REAL_PER_FOLDER, seed)]
     extra_train, extra_test = extra_payloads(root)

@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from mlwaf.augment import variants
-from mlwaf.datasets import FAMILIES, Sample, training_and_test
+from mlwaf import __version__
 from mlwaf.features import SPEC_VERSION, windows
 from mlwaf.model import KIND, AttackModel, load_model, read_metadata, sha256_file
-from mlwaf.neural import NetworkSettings, ensemble, export_tflite, fit
-from mlwaf.traffic import request_inputs, source_roles
+from mlwaf.training.augment import variants
+from mlwaf.training.datasets import FAMILIES, Sample, training_and_test
+from mlwaf.training.neural import NetworkSettings, ensemble, export_tflite, fit
+from mlwaf.training.traffic import request_inputs, source_roles
 
 Progress = Callable[[int, int], None]
 MIN_BLOCK_THRESHOLD = 0.9
@@ -172,6 +173,7 @@ def train_attack(
         "kind": KIND,
         "spec": SPEC_VERSION,
         "version": f"cnn-{weights[:12]}",
+        "release": __version__,  # the mlwaf release the model ships with
         "classes": list(FAMILIES),
         "files": FILES,
         "sha256": {name: sha256_file(out_dir / name) for name in FILES.values()},

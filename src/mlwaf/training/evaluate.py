@@ -41,7 +41,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mlwaf.datasets import (
+from mlwaf.inputs import header_inputs, model_inputs, unwrap
+from mlwaf.learn import Tally, observations
+from mlwaf.model import AttackModel
+from mlwaf.profile import Profile, observe
+from mlwaf.request import Limits, from_wire
+from mlwaf.training.datasets import (
     FAMILIES,
     HttpRequest,
     Sample,
@@ -50,14 +55,9 @@ from mlwaf.datasets import (
     training_and_test,
     unseen_agents,
 )
-from mlwaf.inputs import header_inputs, model_inputs, unwrap
-from mlwaf.learn import Tally, observations
-from mlwaf.model import AttackModel
-from mlwaf.placement import placed
-from mlwaf.profile import Profile, observe
-from mlwaf.request import Limits, from_wire
-from mlwaf.tamper import tamper
-from mlwaf.traffic import inputs_of, multilingual_values, real_requests, role, source_label
+from mlwaf.training.placement import placed
+from mlwaf.training.tamper import tamper
+from mlwaf.training.traffic import inputs_of, multilingual_values, real_requests, role, source_label
 
 
 @dataclass(frozen=True)
@@ -221,7 +221,7 @@ def test_items(data: Path, seed: int) -> tuple[list[Sample], list[LabelledReques
 
 
 def real_items(data: Path, side: str = "test") -> list[ScoredRequest]:
-    """The real-traffic requests of one side (``mlwaf.traffic.role``), each as its scored
+    """The real-traffic requests of one side (``mlwaf.training.traffic.role``), each as its scored
     inputs, and the multilingual values of that side's languages, each sent as a search box."""
     out = [
         ScoredRequest(tuple(a.value for a in inputs_of(real)), "benign", source_label(real), real.record)
@@ -238,7 +238,7 @@ def real_items(data: Path, side: str = "test") -> list[ScoredRequest]:
 
 def placement_items(attacks: Sequence[Sample], per_family: int, seed: int) -> list[ScoredRequest]:
     """Each of up to ``per_family`` test attacks per family placed in every part of a request
-    (``mlwaf.placement``), read as the analyzer reads it; the source names the part."""
+    (``mlwaf.training.placement``), read as the analyzer reads it; the source names the part."""
     rng = random.Random(seed)
     chosen: list[Sample] = []
     for family in FAMILIES[1:]:
@@ -282,7 +282,7 @@ def profile_detector(profile: Profile, threshold: float) -> Detector:
 
 def profile_items(data: Path, seed: int) -> tuple[Profile, list[LabelledRequest]]:
     """The example site's profile, learned from CSIC's training-side normal requests, and the
-    test requests: the held-back normal ones and a tampered copy of each (``mlwaf.tamper``)."""
+    test requests: the held-back normal ones and a tampered copy of each (``mlwaf.training.tamper``)."""
     train, held_back = csic_split(data)
     profile = Profile.learn(observe(r.as_request()) for r in train)
     rng = random.Random(seed)

@@ -80,7 +80,7 @@ DEMO_SITE = (
 
 
 def site_from_requests(requests: Sequence[object]) -> tuple[Page, ...]:
-    """Pages from dataset requests (``mlwaf.datasets.HttpRequest``): their real paths, queries and
+    """Pages from dataset requests (``mlwaf.training.datasets.HttpRequest``): their real paths, queries and
     forms. The dataset's static files become assets: every page gets the style sheets and two
     of the images (the same two for the same path), as a browser would fetch them."""
     files = sorted({r.path for r in requests if ASSET.search(r.path)})  # type: ignore[attr-defined]

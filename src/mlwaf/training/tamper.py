@@ -15,7 +15,7 @@ import string
 from collections.abc import Callable
 from dataclasses import replace
 
-from mlwaf.datasets import HttpRequest
+from mlwaf.training.datasets import HttpRequest
 
 _SYMBOLS = "<>;|'\"{}[]$\\`^~%*"
 _NEW_NAMES = ("debug", "admin", "test", "role", "user_id", "isAdmin", "redirect", "cmd", "lang", "discount", "x")
