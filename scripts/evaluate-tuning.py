@@ -10,7 +10,7 @@ refuses benign requests. For each, in the order the source recorded them:
 * the learning period: the first half through the analyzer in detection-only mode,
   every flagged request written as a recording line (``mlwaf.tuning.record``). The
   recordings hold no client addresses, so each request is given a client of its own,
-  in its own network, and the half is spread over three days;
+  in its own network, and a day of three at random (``day``);
 * ``mlwaf tune`` on those lines (``--min-clients``; the appliance's default of 20 is
   more than most of these recordings have requests at one place, and is reported too);
 * the second half, refused before and after the proposal's model suppressions;
@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import random
 import sys
 import tempfile
 import time
@@ -62,6 +63,16 @@ def refused(subject: Analyzer, requests: list[Request]) -> int:
     return sum(subject.analyze(r).verdict == "block" for r in requests)
 
 
+def day(number: int) -> int:
+    """The day (0-2) of a learning period that the ``number``-th replayed request falls on.
+
+    The sources are not in time order (an API's cassettes follow its test files, a page
+    load fetches its resources at once), so a request's place in them says nothing of its
+    day: each gets one at random, the same on every run, as a site's users come back on
+    any day of a week."""
+    return random.Random(number).randrange(3)
+
+
 def learn(site: list[Request], tmp: Path) -> Path:
     """The recording of a learning period on ``site``: one client per request, three days."""
     watcher = analyzer("detection-only")
@@ -69,7 +80,7 @@ def learn(site: list[Request], tmp: Path) -> Path:
     lines = []
     for number, request in enumerate(site):
         client = f"10.{number // 250 % 250}.{number % 250}.1"
-        when = START + (number * 3 // max(len(site), 1)) * DAY + number
+        when = START + day(number) * DAY + number
         replayed = dataclasses.replace(request, client_ip=client, ts=float(when))
         line = record(replayed, watcher.analyze(replayed), KEY, blocks)
         if line is not None:

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.skipif(
 )
 MLWAF = "/opt/mlwaf/venv/bin/mlwaf"
 RECORD = "/var/lib/mlwaf/tuning/record.jsonl"
+TUNINGS = "/etc/mlwaf/tuning"  # the deployed tuning and the one before it
 # What the demo's rich-text editor sends: inline styles and an embedded video.
 EDITOR = [
     '<p><span style="font-weight:bold">Bold</span> and <font color="red">red</font></p>',
@@ -71,13 +72,16 @@ def proposal(host, tmp_path_factory) -> dict:
     """A learning period: CRS in DetectionOnly, the model in detection-only, the recording on;
     30 users post comments, one attacker posts 300 attacks in the name field. Then mlwaf tune."""
     hostname = host.backend.host
-    host.run(f"rm -f {RECORD}*")
+    # a tuning left deployed (by a run stopped half-way) would hide what the learning should see
+    host.run(f"rm -f {RECORD}* {TUNINGS}/current.yml {TUNINGS}/previous.yml")
     learning = {"modsecurity_engine_mode": "DetectionOnly", "ml_analyzer_mode": "detection-only"}
     converge(
         hostname, *LEARN_TAGS, "-e", json.dumps(learning | {"ml_analyzer_tuning_record": True}), playbook="waf.yml"
     )
     plan = [comment(f"127.{i}.0.1", text) for i in range(1, USERS + 1) for text in EDITOR]
-    plan += [api_get(f"127.{i}.0.1", "shoes") for i in range(1, USERS + 1)]
+    # the API's users are not the editor's: a client the model refused on another input (the
+    # editor's comment field) does not count for an entry elsewhere
+    plan += [api_get(f"127.{100 + i}.0.1", "shoes") for i in range(1, USERS + 1)]
     plan += [comment("127.200.0.1", f"<p>hi {n}</p>", name=f"{XSS}<!--{n}-->") for n in range(300)]
     assert set(send(host, plan)) == {200}, "a learning period refuses nothing"
     out = tmp_path_factory.mktemp("tuning") / "proposal.yml"
