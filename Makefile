@@ -28,7 +28,7 @@ venv: $(BIN)/molecule ## Create the project virtualenv with the pinned tooling
 
 collection: venv ## Build the Ansible collection mlwaf.appliance (dist/mlwaf-appliance-*.tar.gz, wheel and models inside) and install it afresh into .collections, where the playbooks and Molecule find it
 	rm -rf dist $(COLLECTIONS)
-	SOURCE_DATE_EPOCH=315532800 $(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
+	$(MAKE) --no-print-directory wheel
 	$(BIN)/ansible-galaxy collection build --output-path dist .
 	$(BIN)/ansible-galaxy collection install -p $(COLLECTIONS) dist/mlwaf-appliance-*.tar.gz
 

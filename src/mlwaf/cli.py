@@ -63,7 +63,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         settings = Settings(**{**settings.__dict__, "mode": args.mode})
     if not settings.models and not args.config and SHIPPED_MODEL.is_file():
         print(f"mlwaf: no --model or --config given; using the checkout's shipped {SHIPPED_MODEL}", file=sys.stderr)
-        settings = Settings(**{**settings.__dict__, "models": {"attack": ModelSettings(path=str(SHIPPED_MODEL))}})
+        settings = replace(settings, models={"attack": ModelSettings(path=str(SHIPPED_MODEL))})
     if not settings.models:
         raise ConfigError(f"no model configured: pass --model PATH/attack.json or --config (default {DEFAULT_CONFIG})")
     return settings

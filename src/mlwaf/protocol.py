@@ -185,6 +185,13 @@ def _args(raw: object, limits: Limits, anomalies: list[str]) -> list[Arg]:
     return cap_args([Arg(*item) for item in raw], limits, anomalies)
 
 
+def crs_rule(rule: str) -> tuple[int, bool] | None:
+    """A CRS rule as the bridge notes it (``"941100"``, ``"920170:chain"``): its id and whether it
+    is a chained rule; None when it is neither."""
+    number = rule.removesuffix(CHAINED)
+    return (int(number), number != rule) if number.isdigit() else None
+
+
 def _crs_hits(raw: str) -> tuple[tuple[str, str], ...]:
     """``"941100@ARGS:q 920170:chain@REQUEST_HEADERS:Content-Length"`` as (rule, variable) pairs;
     a chained rule's id carries ``:chain`` (the variable is its last condition's); malformed
@@ -192,7 +199,7 @@ def _crs_hits(raw: str) -> tuple[tuple[str, str], ...]:
     hits = []
     for item in raw.split()[:MAX_CRS_HITS]:
         rule, sep, target = item.partition("@")
-        if sep and rule.removesuffix(CHAINED).isdigit() and target:
+        if sep and crs_rule(rule) and target:
             hits.append((rule, target[:256]))
     return tuple(hits)
 

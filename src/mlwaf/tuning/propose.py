@@ -28,7 +28,7 @@ from pathlib import Path
 
 from mlwaf.files import json_objects
 from mlwaf.inputs import generic_name
-from mlwaf.protocol import CHAINED
+from mlwaf.protocol import crs_rule
 from mlwaf.tuning.proposal import VERSION, unsafe
 from mlwaf.tuning.record import SPEC, RecordError, crs_target_name
 
@@ -105,11 +105,13 @@ def _crs_keys(line: dict, options: Options) -> Iterator[tuple]:
     for hit in line.get("crs", []):
         if not (isinstance(hit, list) and len(hit) == 2 and isinstance(hit[0], str) and isinstance(hit[1], str)):
             continue
-        rule, target = hit
-        if rule.removesuffix(CHAINED).isdigit() and rule.endswith(CHAINED):
-            yield ("crs", line["e"], int(rule.removesuffix(CHAINED)), target, True)
-        elif rule.isdigit() and ":" in target and target.split(":", 1)[1]:
-            yield ("crs", line["e"], int(rule), target, False)  # a named variable: a collection is too wide
+        rule, target = crs_rule(hit[0]), hit[1]
+        if rule is None:
+            continue
+        number, chained = rule
+        # a chained rule is removed whole, whatever it read; any other names a variable (a collection is too wide)
+        if chained or target.partition(":")[2]:
+            yield ("crs", line["e"], number, target, chained)
 
 
 def _model_keys(line: dict) -> Iterator[tuple]:
